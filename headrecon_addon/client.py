@@ -368,6 +368,7 @@ class LocalBackend(Backend):
 
     def stop(self) -> None:
         self.status = "stopped"
+        self._events = queue.Queue()  # drop what the old process still reports
         proc, self.proc = self.proc, None
         self._fail(self.job, "cancelled", "The backend was stopped.")
         if proc is None:
@@ -490,6 +491,7 @@ class RemoteBackend(Backend):
 
     def stop(self) -> None:
         self.status = "stopped"
+        self._events = queue.Queue()
         job = self.job
         if job is not None and job.id is not None and not job.finished:
             self._send_cancel(job.id)
