@@ -1,0 +1,251 @@
+"""Read and validate a result bundle (docs/ARCHITECTURE.md, "Result bundle"); numpy only.
+
+``load_bundle`` accepts the bundle folder or its ``result.json`` and either returns a
+:class:`Bundle` whose arrays have checked shapes, dtypes and values, or raises
+:class:`BundleError` with one sentence saying what is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import naming
+
+FORMAT_VERSION = 1
+# image role -> key of result.json "files" (the displacement PNG, not the float .npy)
+IMAGE_FILES: dict[str, str] = {"texture": "texture", "albedo": "albedo", "normal": "normal",
+                               "displacement": "displacement_png"}
+REQUIRED_ARRAYS: tuple[str, ...] = (
+    "v_neutral", "faces", "uv", "uv_faces", "expr_deltas", "expression", "eyelid_deltas",
+    "pose_deltas", "joints", "parents", "joint_names", "weights", "pose", "translation",
+)
+WEIGHT_SUM_TOL = 1e-3
+
+
+class BundleError(Exception):
+    """The bundle cannot be imported; the message is one sentence for the user."""
+
+
+@dataclass
+class Bundle:
+    """A validated result bundle. Arrays are float32 (FLAME frame, metres) unless said.
+
+    Attributes:
+        folder: the bundle folder.
+        result: parsed result.json.
+        photo_stem: photo file name without extension (names the collection).
+        v_neutral: (V, 3) identity mesh (Basis).
+        faces: (F, 3) int32 triangles; uv: (T, 2); uv_faces: (F, 3) int32 into ``uv``.
+        expr_deltas: (E, V, 3); expression: (E,) fitted coefficients.
+        eyelid_deltas: (2, V, 3) blink L, R; eyelids: (2,) fitted blink weights (0 if absent).
+        pose_deltas: (9*(J-1), V, 3) pose correctives.
+        joints: (J, 3) rest joints; parents: (J,) int32; joint_names: J names.
+        weights: (V, J) skinning weights; pose: (J, 3) axis-angle; translation: (3,).
+        arkit_deltas: (A, V, 3) and arkit_names (A names), A may be 0.
+        images: image role ("texture", "albedo", "normal", "displacement") -> existing file.
+        displacement_midlevel, displacement_strength: for the displacement image (values in
+            [0, 1]): offset in metres = (value - midlevel) * strength, from result.json
+            ``detail.displacement.blender_displace``.
+    """
+
+    folder: Path
+    result: dict[str, Any]
+    photo_stem: str
+    v_neutral: np.ndarray
+    faces: np.ndarray
+    uv: np.ndarray
+    uv_faces: np.ndarray
+    expr_deltas: np.ndarray
+    expression: np.ndarray
+    eyelid_deltas: np.ndarray
+    eyelids: np.ndarray
+    pose_deltas: np.ndarray
+    joints: np.ndarray
+    parents: np.ndarray
+    joint_names: tuple[str, ...]
+    weights: np.ndarray
+    pose: np.ndarray
+    translation: np.ndarray
+    arkit_deltas: np.ndarray
+    arkit_names: tuple[str, ...]
+    images: dict[str, Path] = field(default_factory=dict)
+    displacement_midlevel: float = 0.5
+    displacement_strength: float = 0.0
+
+    @property
+    def n_vertices(self) -> int:
+        return int(self.v_neutral.shape[0])
+
+    @property
+    def n_expr(self) -> int:
+        return int(self.expr_deltas.shape[0])
+
+
+def _read_result(folder: Path) -> dict[str, Any]:
+    path = folder / "result.json"
+    if not path.is_file():
+        raise BundleError(f"{folder} is not a HeadRecon bundle: it has no result.json.")
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{path} cannot be read as JSON ({exc}).") from None
+    if not isinstance(result, dict):
+        raise BundleError(f"{path} does not hold a JSON object.")
+    version = result.get("format_version")
+    if version != FORMAT_VERSION:
+        raise BundleError(f"{path} has format_version {version!r}; this add-on reads version "
+                          f"{FORMAT_VERSION} (update the add-on or the backend).")
+    if not isinstance(result.get("files"), dict):
+        raise BundleError(f"{path} has no \"files\" table.")
+    return result
+
+
+def _bundle_file(folder: Path, files: dict[str, Any], role: str) -> Path | None:
+    """The file listed under ``role``; None when not listed; BundleError when listed but missing."""
+    name = files.get(role)
+    if name is None:
+        return None
+    if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts:
+        raise BundleError(f"result.json lists an invalid {role} file name {name!r}.")
+    path = folder / name
+    if not path.is_file():
+        raise BundleError(f"The bundle lists {role} file {name} but {path} does not exist.")
+    return path
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise BundleError(f"{path} cannot be read as an .npz file ({exc}).") from None
+
+
+def _shape_text(shape: tuple[int | str, ...]) -> str:
+    return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _check(arrays: dict[str, np.ndarray], key: str, shape: tuple[int | str, ...],
+           kind: str = "f") -> np.ndarray:
+    """Check one array's shape (ints fixed, strings free) and kind ('f' float, 'i' int, 'U' str)."""
+    a = arrays[key]
+    ok_kind = (a.dtype.kind in "fiu") if kind == "f" else (a.dtype.kind in "iu") if kind == "i" \
+        else a.dtype.kind == "U"
+    if not ok_kind:
+        what = {"f": "numbers", "i": "integers", "U": "strings"}[kind]
+        raise BundleError(f"rig.npz {key} must hold {what}, found dtype {a.dtype}.")
+    if a.ndim != len(shape) or any(isinstance(s, int) and g != s for g, s in zip(a.shape, shape)):
+        raise BundleError(f"rig.npz {key} has shape {_shape_text(a.shape)}, expected "
+                          f"{_shape_text(shape)}.")
+    if kind == "f":
+        a = np.ascontiguousarray(a, dtype=np.float32)
+        if not np.isfinite(a).all():
+            raise BundleError(f"rig.npz {key} contains NaN or infinite values.")
+    elif kind == "i":
+        a = np.ascontiguousarray(a, dtype=np.int32)
+    return a
+
+
+def _check_index(a: np.ndarray, key: str, n: int, what: str) -> None:
+    if a.size and (a.min() < 0 or a.max() >= n):
+        raise BundleError(f"rig.npz {key} indexes outside the {n} {what}.")
+
+
+def _validate_rig(raw: dict[str, np.ndarray]) -> dict[str, Any]:
+    missing = [k for k in REQUIRED_ARRAYS if k not in raw]
+    if missing:
+        raise BundleError(f"rig.npz lacks {', '.join(missing)}.")
+    out: dict[str, Any] = {}
+    out["v_neutral"] = _check(raw, "v_neutral", ("V", 3))
+    n_v = out["v_neutral"].shape[0]
+    out["joint_names"] = tuple(str(s) for s in _check(raw, "joint_names", ("J",), "U"))
+    if out["joint_names"] != naming.FLAME_JOINTS:
+        raise BundleError(f"rig.npz has joints {', '.join(out['joint_names'])}; the add-on needs "
+                          f"FLAME's {', '.join(naming.FLAME_JOINTS)}.")
+    n_j = len(naming.FLAME_JOINTS)
+    out["faces"] = _check(raw, "faces", ("F", 3), "i")
+    n_f = out["faces"].shape[0]
+    _check_index(out["faces"], "faces", n_v, "vertices")
+    out["uv"] = _check(raw, "uv", ("T", 2))
+    out["uv_faces"] = _check(raw, "uv_faces", (n_f, 3), "i")
+    _check_index(out["uv_faces"], "uv_faces", out["uv"].shape[0], "UV coordinates")
+    out["expr_deltas"] = _check(raw, "expr_deltas", ("E", n_v, 3))
+    out["expression"] = _check(raw, "expression", (out["expr_deltas"].shape[0],))
+    out["eyelid_deltas"] = _check(raw, "eyelid_deltas", (2, n_v, 3))
+    out["eyelids"] = _check(raw, "eyelids", (2,)) if "eyelids" in raw else np.zeros(2, np.float32)
+    out["pose_deltas"] = _check(raw, "pose_deltas", (9 * (n_j - 1), n_v, 3))
+    out["joints"] = _check(raw, "joints", (n_j, 3))
+    out["parents"] = _check(raw, "parents", (n_j,), "i")
+    if out["parents"].tolist() != [-1, 0, 1, 1, 1]:
+        raise BundleError(f"rig.npz parents {out['parents'].tolist()} are not FLAME's tree "
+                          "[-1, 0, 1, 1, 1].")
+    out["weights"] = _check(raw, "weights", (n_v, n_j))
+    sums = out["weights"].sum(axis=1)
+    if out["weights"].min() < -1e-6 or np.abs(sums - 1.0).max() > WEIGHT_SUM_TOL:
+        raise BundleError("rig.npz weights must be non-negative with every row summing to 1 "
+                          f"(rows sum to {sums.min():.4f}..{sums.max():.4f}).")
+    out["pose"] = _check(raw, "pose", (n_j, 3))
+    out["translation"] = _check(raw, "translation", (3,))
+    has_deltas, has_names = "arkit_deltas" in raw, "arkit_names" in raw
+    if has_deltas != has_names:
+        raise BundleError("rig.npz must hold both arkit_deltas and arkit_names or neither.")
+    if has_deltas:
+        out["arkit_deltas"] = _check(raw, "arkit_deltas", ("A", n_v, 3))
+        out["arkit_names"] = tuple(str(s) for s in _check(
+            raw, "arkit_names", (out["arkit_deltas"].shape[0],), "U"))
+        taken = set(naming.shape_key_names(out["expr_deltas"].shape[0]))
+        bad = [n for n in out["arkit_names"] if not n or n in taken]
+        if bad or len(set(out["arkit_names"])) != len(out["arkit_names"]):
+            raise BundleError("rig.npz arkit_names must be unique, non-empty and differ from the "
+                              f"add-on's own shape-key names (problem: {bad[:3] or 'duplicates'}).")
+    else:
+        out["arkit_deltas"] = np.zeros((0, n_v, 3), np.float32)
+        out["arkit_names"] = ()
+    return out
+
+
+def _displacement_params(result: dict[str, Any]) -> tuple[float, float]:
+    """(midlevel, strength) of ``detail.displacement.blender_displace`` in result.json."""
+    try:
+        params = result["detail"]["displacement"]["blender_displace"]
+        return float(params["midlevel"]), float(params["strength"])
+    except (KeyError, TypeError, ValueError):
+        raise BundleError("result.json lists a displacement image but no numeric "
+                          "detail.displacement.blender_displace midlevel and strength.") from None
+
+
+def load_bundle(path: str | os.PathLike[str]) -> Bundle:
+    """Read and validate a bundle.
+
+    Args:
+        path: the bundle folder, or its result.json.
+    Returns:
+        Bundle with validated arrays.
+    Raises:
+        BundleError: missing files, wrong format version, wrong shapes or values.
+    """
+    folder = Path(path)
+    if folder.is_file() and folder.name == "result.json":
+        folder = folder.parent
+    if not folder.is_dir():
+        raise BundleError(f"Bundle folder {folder} does not exist.")
+    result = _read_result(folder)
+    files = result["files"]
+    rig_path = _bundle_file(folder, files, "rig")
+    if rig_path is None:
+        raise BundleError(f"{folder / 'result.json'} lists no rig file; it was written without "
+                          "the data the add-on needs.")
+    arrays = _validate_rig(_load_npz(rig_path))
+    images = {role: p for role, key in IMAGE_FILES.items() if (p := _bundle_file(folder, files, key))}
+    photo = result.get("input", {}).get("photo") if isinstance(result.get("input"), dict) else None
+    stem = Path(photo).stem if isinstance(photo, str) and Path(photo).stem else folder.name
+    midlevel, strength = _displacement_params(result) if "displacement" in images else (0.5, 0.0)
+    return Bundle(folder=folder.resolve(), result=result, photo_stem=stem, images=images,
+                  displacement_midlevel=midlevel, displacement_strength=strength, **arrays)
