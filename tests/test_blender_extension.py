@@ -1,0 +1,430 @@
+"""The extension in real Blender (bpy 5.0.1): build the zip, install, enable, import, check.
+
+Isolation: ``BLENDER_USER_RESOURCES`` points at a temporary folder when this module is the
+first to import bpy, and the zip is installed into a dedicated extensions repository in a
+temporary folder in any case. Every test starts from factory settings and ends with the
+extension disabled and factory settings again.
+
+Numeric tolerances: the evaluated Blender mesh (float32, Armature modifier + driven
+corrective keys) matches the numpy FLAME forward within 2e-5 m (eye correctives, which
+the rig leaves out, are below 1e-6 m); driver values match FLAME's pose feature within 1e-5.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("BLENDER_USER_RESOURCES", tempfile.mkdtemp(prefix="headrecon-blender-user-"))
+
+import bpy  # noqa: E402
+import addon_utils  # noqa: E402  (Blender's module, importable once bpy is)
+import mathutils  # noqa: E402
+
+from backend.bundle import flame_forward_np, read_obj  # noqa: E402
+from backend.flame import load_eyelid_deltas, load_flame  # noqa: E402
+from headrecon_addon import naming, rig  # noqa: E402
+from headrecon_addon.bundle import load_bundle  # noqa: E402
+
+pytestmark = pytest.mark.blender
+
+REPO_MODULE = "headrecon_tests"
+EXT_MODULE = f"bl_ext.{REPO_MODULE}.headrecon"
+MESH_TOL = 2e-5
+DRIVER_TOL = 1e-5
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+def _factory_reset() -> None:
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+
+
+def _ensure_repo(directory: Path) -> None:
+    repos = bpy.context.preferences.extensions.repos
+    if not any(r.module == REPO_MODULE for r in repos):
+        repos.new(name="HeadRecon tests", module=REPO_MODULE, custom_directory=str(directory),
+                  source='USER')
+
+
+def _raise(exc: Exception) -> None:
+    raise exc
+
+
+@pytest.fixture(scope="module")
+def ext_zip(tmp_path_factory, repo_root) -> Path:
+    out = tmp_path_factory.mktemp("dist")
+    proc = subprocess.run([sys.executable, "build.py", "--output-dir", str(out)], cwd=repo_root,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return Path(proc.stdout.strip())
+
+
+@pytest.fixture(scope="module")
+def dev_bundle(tmp_path_factory, repo_root) -> Path:
+    out = tmp_path_factory.mktemp("bundle") / "dev"
+    subprocess.run([sys.executable, "-m", "backend.bundle", "--dev", str(out), "--seed", "7"],
+                   cwd=repo_root, check=True, capture_output=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def ext_repo(ext_zip, tmp_path_factory) -> Path:
+    """The zip installed (not enabled) into a temporary extensions repository."""
+    directory = tmp_path_factory.mktemp("extensions")
+    _factory_reset()
+    _ensure_repo(directory)
+    assert bpy.ops.extensions.package_install_files(
+        filepath=str(ext_zip), repo=REPO_MODULE, enable_on_install=False) == {'FINISHED'}
+    assert (directory / "headrecon" / "blender_manifest.toml").is_file()
+    yield directory
+    _factory_reset()
+
+
+@pytest.fixture
+def ext(ext_repo):
+    """The extension enabled in a fresh factory-settings session; disabled afterwards."""
+    _factory_reset()
+    _ensure_repo(ext_repo)
+    module = addon_utils.enable(EXT_MODULE, default_set=True, handle_error=_raise)
+    assert module is not None
+    yield module
+    addon_utils.disable(EXT_MODULE, default_set=True, handle_error=_raise)
+    _factory_reset()
+
+
+def _import(bundle: Path) -> tuple[bpy.types.Object, bpy.types.Object]:
+    assert bpy.ops.headrecon.import_bundle(filepath=str(bundle / "result.json")) == {'FINISHED'}
+    arm = bpy.context.view_layer.objects.active
+    assert arm.type == 'ARMATURE'
+    meshes = [c for c in arm.children if c.type == 'MESH']
+    assert len(meshes) == 1
+    return arm, meshes[0]
+
+
+def _evaluated(obj: bpy.types.Object) -> np.ndarray:
+    """(V, 3) world coordinates of the evaluated mesh (modifiers, drivers, shape keys)."""
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    depsgraph.update()
+    ev = obj.evaluated_get(depsgraph)
+    co = np.empty(len(ev.data.vertices) * 3, np.float32)
+    ev.data.vertices.foreach_get("co", co)
+    mat = np.array(ev.matrix_world)
+    return co.reshape(-1, 3) @ mat[:3, :3].T + mat[:3, 3]
+
+
+def _set_pose(arm: bpy.types.Object, pose: np.ndarray) -> None:
+    """Pose every FLAME joint's bone from a (5, 3) FLAME axis-angle pose (XYZ Euler bones)."""
+    bones = {b.name: b for b in rig.bone_layout(*_rest(arm))}
+    for name, rot in rig.pose_rotations(pose, list(bones.values())).items():
+        arm.pose.bones[name].rotation_euler = mathutils.Matrix(rot.tolist()).to_euler('XYZ')
+
+
+
+def _rest(arm: bpy.types.Object) -> tuple:
+    bundle = load_bundle(arm[naming.BUNDLE_PROP])
+    return bundle.joints, bundle.v_neutral, bundle.weights
+
+
+def _registered_names() -> set[str]:
+    return {n for n in dir(bpy.types) if "HEADRECON" in n.upper()}
+
+
+# ----------------------------------------------------------------------------- zip + registration
+
+
+def test_zip_is_a_valid_extension_without_backend(ext_zip):
+    import tomllib
+    import zipfile
+
+    with zipfile.ZipFile(ext_zip) as zf:
+        names = zf.namelist()
+        manifest = tomllib.loads(zf.read("blender_manifest.toml").decode())
+    assert "__init__.py" in names and "builder/armature.py" in names
+    assert "headrecon_addon/rig.py" in names and "operators/import_bundle.py" in names
+    assert not [n for n in names if n.split("/")[0] in ("backend", "tests", "weights", "benchmarks")]
+    assert not [n for n in names if n.endswith((".pyc", ".npz", ".pkl"))]
+    assert manifest["schema_version"] == "1.0.0" and manifest["id"] == "headrecon"
+    assert manifest["blender_version_min"] == "4.2.0"
+    assert manifest["license"] == ["SPDX:GPL-3.0-or-later"]
+    assert manifest["permissions"] and all(len(r) > 10 for r in manifest["permissions"].values())
+
+
+def test_enable_and_disable_leave_nothing_behind(ext_repo):
+    _factory_reset()
+    _ensure_repo(ext_repo)
+    menu = bpy.types.TOPBAR_MT_file_import
+    handlers = {n: len(getattr(bpy.app.handlers, n)) for n in dir(bpy.app.handlers)
+                if isinstance(getattr(bpy.app.handlers, n), list)}
+    before_types, before_menu = _registered_names(), list(menu._dyn_ui_initialize())
+    assert bpy.ops.preferences.addon_enable(module=EXT_MODULE) == {'FINISHED'}
+    try:
+        assert EXT_MODULE in bpy.context.preferences.addons
+        prefs = bpy.context.preferences.addons[EXT_MODULE].preferences
+        assert prefs is not None and type(prefs).bl_idname == EXT_MODULE
+        assert hasattr(bpy.types, "HEADRECON_OT_import_bundle")
+        assert bpy.types.VIEW3D_PT_headrecon.bl_category == "HeadRecon"
+        assert len(menu._dyn_ui_initialize()) == len(before_menu) + 1
+        assert sys.modules[EXT_MODULE].__file__.startswith(str(ext_repo))
+    finally:
+        assert bpy.ops.preferences.addon_disable(module=EXT_MODULE) == {'FINISHED'}
+    assert EXT_MODULE not in bpy.context.preferences.addons
+    assert _registered_names() == before_types
+    assert not hasattr(bpy.types, "VIEW3D_PT_headrecon")
+    assert list(menu._dyn_ui_initialize()) == before_menu
+    assert handlers == {n: len(getattr(bpy.app.handlers, n)) for n in handlers}
+    _factory_reset()
+
+
+# ----------------------------------------------------------------------------- import
+
+
+def test_import_builds_the_head(ext, dev_bundle):
+    bundle = load_bundle(dev_bundle)
+    arm, mesh_obj = _import(dev_bundle)
+    mesh = mesh_obj.data
+    # collection named after the photo, holding both objects
+    coll = bpy.data.collections["dev_seed7"]
+    assert set(coll.objects) == {arm, mesh_obj} and coll.name in bpy.context.scene.collection.children
+    assert arm.get(naming.HEAD_PROP) == 1 and mesh_obj.get(naming.HEAD_PROP) == 1
+    np.testing.assert_allclose(arm[naming.ROOT_POSE_PROP], bundle.pose[0], atol=1e-6)
+    # mesh: FLAME topology, UVs, smooth, the neutral identity as Basis
+    assert len(mesh.vertices) == 5023 and len(mesh.polygons) == 9976
+    assert all(p.loop_total == 3 for p in mesh.polygons)
+    assert not mesh.validate(verbose=False)  # nothing to fix
+    loops = np.empty(len(mesh.loops), np.int32)
+    mesh.loops.foreach_get("vertex_index", loops)
+    np.testing.assert_array_equal(loops.reshape(-1, 3), bundle.faces)
+    uv = np.empty(len(mesh.loops) * 2, np.float32)
+    mesh.uv_layers[naming.UV_MAP].data.foreach_get("uv", uv)
+    np.testing.assert_allclose(uv.reshape(-1, 2), bundle.uv[bundle.uv_faces.ravel()], atol=1e-7)
+    assert all(p.use_smooth for p in mesh.polygons)
+    # shape keys
+    keys = mesh.shape_keys.key_blocks
+    assert [k.name for k in keys] == naming.shape_key_names(50)
+    assert len(keys) == 1 + 50 + 2 + 1 + 18
+    basis = np.empty(5023 * 3, np.float32)
+    keys["Basis"].data.foreach_get("co", basis)
+    np.testing.assert_allclose(basis.reshape(-1, 3), rig.flame_to_blender(bundle.v_neutral), atol=1e-7)
+    captured = np.empty(5023 * 3, np.float32)
+    keys["Captured"].data.foreach_get("co", captured)
+    expected = np.einsum("e,evc->vc", bundle.expression, bundle.expr_deltas)
+    np.testing.assert_allclose(captured.reshape(-1, 3) - basis.reshape(-1, 3),
+                               rig.flame_to_blender(expected), atol=1e-6)
+    assert keys["Captured"].value == 1.0 and keys["Exp000"].value == 0.0
+    np.testing.assert_allclose([keys["EyeBlink_L"].value, keys["EyeBlink_R"].value],
+                               bundle.eyelids, atol=1e-6)
+    blink_l = np.empty(5023 * 3, np.float32)
+    keys["EyeBlink_L"].data.foreach_get("co", blink_l)
+    moved = np.abs(blink_l.reshape(-1, 3) - basis.reshape(-1, 3)).max(1) > 1e-4
+    assert moved.any() and (basis.reshape(-1, 3)[moved, 0] > 0).all()  # subject's left = +X
+    # armature: six deform bones at the joints with the rig's exact rest frames
+    bones = arm.data.bones
+    assert [b.name for b in bones] == list(naming.BONE_NAMES) and all(b.use_deform for b in bones)
+    for spec in rig.bone_layout(bundle.joints, bundle.v_neutral, bundle.weights):
+        local = np.array(bones[spec.name].matrix_local)
+        np.testing.assert_allclose(local[:3, :3], rig.FLAME_TO_BLENDER @ spec.frame, atol=1e-6)
+        np.testing.assert_allclose(local[:3, 3], rig.flame_to_blender(spec.head), atol=1e-6)
+        assert (bones[spec.name].parent.name if bones[spec.name].parent else None) == spec.parent
+    # skin: one group per bone, weights sum to one per vertex, an Armature modifier
+    assert [g.name for g in mesh_obj.vertex_groups] == list(naming.BONE_NAMES)
+    total = np.zeros(5023)
+    for v in mesh.vertices:
+        total[v.index] = sum(g.weight for g in v.groups)
+    np.testing.assert_allclose(total, 1.0, atol=1e-5)
+    mods = [m for m in mesh_obj.modifiers if m.type == 'ARMATURE']
+    assert len(mods) == 1 and mods[0].object == arm and mesh_obj.parent == arm
+    # the photo's pose on the pose bones (root left at rest)
+    for joint, bone in naming.JOINT_TO_BONE.items():
+        pbone = arm.pose.bones[bone]
+        rot = np.array(pbone.rotation_euler.to_matrix())
+        spec = next(s for s in rig.bone_layout(bundle.joints, bundle.v_neutral, bundle.weights)
+                    if s.name == bone)
+        want = np.zeros(3) if joint == "root" else bundle.pose[naming.FLAME_JOINTS.index(joint)]
+        np.testing.assert_allclose(spec.frame @ rot @ spec.frame.T, rig.axis_angle_to_matrix(want),
+                                   atol=1e-6)
+    # material: Principled BSDF with the texture on Base Color
+    mat = mesh.materials[0]
+    bsdf = next(n for n in mat.node_tree.nodes if n.bl_idname == 'ShaderNodeBsdfPrincipled')
+    link = bsdf.inputs["Base Color"].links[0]
+    assert link.from_node.bl_idname == 'ShaderNodeTexImage'
+    assert Path(link.from_node.image.filepath).name == "texture.png"
+    assert tuple(link.from_node.image.size) == (512, 512)
+
+
+def test_import_leaves_the_users_scene_alone(ext, dev_bundle):
+    bpy.ops.mesh.primitive_cube_add(location=(1.0, 2.0, 3.0))
+    cube = bpy.context.active_object
+    mat = bpy.data.materials.new("dev_seed7_skin")
+    cube.data.materials.append(mat)
+    cube.keyframe_insert("location", frame=1)
+    action = cube.animation_data.action
+    taken = bpy.data.collections.new("dev_seed7")
+    bpy.context.scene.collection.children.link(taken)
+    taken.objects.link(cube)
+    before = {
+        "objects": {o.name for o in bpy.data.objects}, "materials": {m.name for m in bpy.data.materials},
+        "actions": {a.name for a in bpy.data.actions}, "matrix": [list(r) for r in cube.matrix_world],
+        "verts": [tuple(v.co) for v in cube.data.vertices], "coll": set(taken.objects),
+        "mat_nodes": len(mat.node_tree.nodes),
+    }
+    arm, mesh_obj = _import(dev_bundle)
+    assert {o.name for o in bpy.data.objects} == before["objects"] | {arm.name, mesh_obj.name}
+    assert before["materials"] < {m.name for m in bpy.data.materials}
+    assert {a.name for a in bpy.data.actions} == before["actions"]
+    assert cube.name in before["objects"] and cube.data.materials[0] == mat and mat.name == "dev_seed7_skin"
+    assert len(mat.node_tree.nodes) == before["mat_nodes"]
+    assert [list(r) for r in cube.matrix_world] == before["matrix"]
+    assert [tuple(v.co) for v in cube.data.vertices] == before["verts"]
+    assert cube.animation_data.action == action and set(taken.objects) == before["coll"]
+    assert taken.name == "dev_seed7" and arm.users_collection[0].name == "dev_seed7.001"
+    assert mesh_obj.data.materials[0].name == "dev_seed7_skin.001"
+
+
+def test_jaw_rotation_opens_the_mouth(ext, dev_bundle):
+    bundle = load_bundle(dev_bundle)
+    arm, mesh_obj = _import(dev_bundle)
+    _set_pose(arm, np.zeros((5, 3)))
+    rest = _evaluated(mesh_obj)
+    chin = bundle.weights[:, 2] > 0.9  # vertices moved by the jaw alone
+    arm.pose.bones["jaw"].rotation_euler = (0.3, 0.0, 0.0)
+    opened = _evaluated(mesh_obj)
+    drop = rest[chin, 2] - opened[chin, 2]  # Blender Z is up
+    assert drop.mean() > 0.01 and (drop > 0).mean() > 0.95
+    top = bundle.v_neutral[:, 1] > bundle.joints[3, 1] + 0.03  # forehead and scalp
+    assert np.linalg.norm(opened[top] - rest[top], axis=1).max() < 0.1 * drop.mean()
+    assert mesh_obj.data.shape_keys.key_blocks["PC_jaw_22"].value < -0.04  # cos(0.3) - 1
+
+
+def test_correctives_follow_the_jaw_and_neck_through_drivers(ext, dev_bundle):
+    arm, mesh_obj = _import(dev_bundle)
+    shape_keys = mesh_obj.data.shape_keys
+    drivers = {d.data_path: d for d in shape_keys.animation_data.drivers}
+    assert len(drivers) == 18
+    for fcurve in drivers.values():
+        assert fcurve.driver.is_valid and fcurve.driver.is_simple_expression
+        assert len(fcurve.keyframe_points) == 0 and len(fcurve.modifiers) == 0
+    # animate jaw and neck (and keep other bones at rest), then scrub the timeline
+    bones = rig.bone_layout(*_rest(arm))
+    frames = {1: np.array([0.0, 0.0, 0.0]), 11: np.array([0.35, -0.1, 0.05])}
+    necks = {1: np.array([0.2, 0.3, -0.1]), 11: np.array([-0.15, 0.0, 0.25])}
+    for frame in frames:
+        pose = np.zeros((5, 3))
+        pose[1], pose[2] = necks[frame], frames[frame]
+        _set_pose(arm, pose)
+        for name in ("neck", "jaw"):
+            arm.pose.bones[name].keyframe_insert("rotation_euler", frame=frame)
+    for frame in (1, 4, 11):
+        bpy.context.scene.frame_set(frame)
+        _evaluated(mesh_obj)
+        for name, flame_joint in (("neck", 1), ("jaw", 2)):
+            spec = next(b for b in bones if b.name == name)
+            local = np.array(arm.pose.bones[name].rotation_euler.to_matrix())
+            feature = spec.frame @ local @ spec.frame.T - np.eye(3)
+            for row in range(3):
+                for col in range(3):
+                    key = shape_keys.key_blocks[naming.corrective_key(naming.FLAME_JOINTS[flame_joint], row, col)]
+                    assert key.value == pytest.approx(feature[row, col], abs=DRIVER_TOL)
+        if frame == 4:  # an in-between frame really is in between
+            assert 0 < arm.pose.bones["jaw"].rotation_euler.x < 0.35
+
+
+def test_evaluated_mesh_matches_flame(ext, dev_bundle, dev_model_path, assets_dir):
+    """Blender's evaluated mesh equals the numpy FLAME forward (mesh.obj and a random pose)."""
+    result = json.loads((dev_bundle / "result.json").read_text())
+    arm, mesh_obj = _import(dev_bundle)
+    pose = np.array([result["pose"][n] for n in naming.FLAME_JOINTS])
+    _set_pose(arm, pose)  # the import leaves the root at rest; mesh.obj includes it
+    mesh_ref = read_obj(dev_bundle / "mesh.obj").verts
+    np.testing.assert_allclose(_evaluated(mesh_obj), rig.flame_to_blender(mesh_ref), atol=MESH_TOL)
+    model, eyelid_deltas = load_flame(dev_model_path), load_eyelid_deltas(assets_dir)
+    rng = np.random.default_rng(11)
+    keys = mesh_obj.data.shape_keys.key_blocks
+    expression = rng.normal(0.0, 1.0, 50)
+    for k, value in enumerate(expression):
+        keys[naming.expression_key(k)].value = value
+    keys["Captured"].value = 0.0
+    keys["EyeBlink_L"].value, keys["EyeBlink_R"].value = 0.7, 0.2
+    pose = rng.normal(0.0, 0.25, (5, 3))
+    _set_pose(arm, pose)
+    ref = flame_forward_np(model, result["identity"], expression, pose, np.array([0.7, 0.2]),
+                           eyelid_deltas)
+    np.testing.assert_allclose(_evaluated(mesh_obj), rig.flame_to_blender(ref.vertices), atol=MESH_TOL)
+
+
+def test_head_bone_turns_the_skull_only(ext, dev_bundle):
+    bundle = load_bundle(dev_bundle)
+    arm, mesh_obj = _import(dev_bundle)
+    rest = _evaluated(mesh_obj)
+    arm.pose.bones["head"].rotation_euler = (0.0, 0.0, 0.4)
+    turned = _evaluated(mesh_obj)
+    moved = np.linalg.norm(turned - rest, axis=1)
+    groups = rig.bone_weights(bundle.weights)
+    skull = groups["head"] > 0.99
+    assert skull.sum() > 1000 and np.median(moved[skull]) > 0.01
+    # linear blend skinning: only the weight on 'head' and its children (jaw, eyes) moves a
+    # vertex, by at most that weight times the largest displacement (0.4 rad * 0.3 m)
+    following = groups["head"] + bundle.weights[:, 2:].sum(1)
+    assert (moved <= following * 0.4 * 0.3 + 1e-6).all()
+    assert np.median(moved[groups["head"] == 0]) < 0.5 * np.median(moved[skull])
+
+
+def test_material_uses_albedo_normal_and_displacement(ext, dev_bundle, tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "maps"
+    shutil.copytree(dev_bundle, folder)
+    Image.new("RGB", (64, 64), (200, 150, 120)).save(folder / "albedo.png")
+    Image.new("RGB", (64, 64), (128, 128, 255)).save(folder / "normal.png")
+    Image.new("I;16", (64, 64), 32768).save(folder / "displacement.png")
+    result = json.loads((folder / "result.json").read_text())
+    result["files"].update(albedo="albedo.png", normal="normal.png", displacement_png="displacement.png")
+    result["detail"] = {"displacement": {"blender_displace": {"midlevel": 0.5, "strength": 0.002}}}
+    (folder / "result.json").write_text(json.dumps(result))
+    _, mesh_obj = _import(folder)
+    mat = mesh_obj.data.materials[0]
+    nodes = mat.node_tree.nodes
+    bsdf = next(n for n in nodes if n.bl_idname == 'ShaderNodeBsdfPrincipled')
+    out = next(n for n in nodes if n.bl_idname == 'ShaderNodeOutputMaterial')
+    assert Path(bsdf.inputs["Base Color"].links[0].from_node.image.filepath).name == "albedo.png"
+    normal_map = bsdf.inputs["Normal"].links[0].from_node
+    assert normal_map.bl_idname == 'ShaderNodeNormalMap' and normal_map.uv_map == naming.UV_MAP
+    normal_tex = normal_map.inputs["Color"].links[0].from_node
+    assert normal_tex.image.colorspace_settings.name == 'Non-Color'
+    disp = out.inputs["Displacement"].links[0].from_node
+    assert disp.bl_idname == 'ShaderNodeDisplacement'
+    assert disp.inputs["Scale"].default_value == pytest.approx(0.002)
+    assert disp.inputs["Height"].links[0].from_node.image.colorspace_settings.name == 'Non-Color'
+    assert mat.displacement_method == 'BOTH'
+
+
+def test_broken_bundle_reports_one_sentence_and_creates_nothing(ext, dev_bundle, tmp_path):
+    folder = tmp_path / "broken"
+    shutil.copytree(dev_bundle, folder)
+    (folder / "rig.npz").unlink()
+    counts = (len(bpy.data.objects), len(bpy.data.meshes), len(bpy.data.collections))
+    with pytest.raises(RuntimeError, match=r"lists rig file rig\.npz but .* does not exist\."):
+        bpy.ops.headrecon.import_bundle(filepath=str(folder / "result.json"))
+    assert (len(bpy.data.objects), len(bpy.data.meshes), len(bpy.data.collections)) == counts
+
+
+def test_pose_panel_shows_for_a_head(ext, dev_bundle):
+    panel = bpy.types.VIEW3D_PT_headrecon_pose
+    assert not panel.poll(bpy.context)
+    arm, mesh_obj = _import(dev_bundle)
+    assert panel.poll(bpy.context)
+    bpy.context.view_layer.objects.active = mesh_obj
+    assert panel.poll(bpy.context)
+    assert bpy.ops.headrecon.import_bundle.poll()
+    bpy.ops.object.mode_set(mode='EDIT')
+    assert not bpy.ops.headrecon.import_bundle.poll()  # importing needs Object Mode
+    bpy.ops.object.mode_set(mode='OBJECT')
