@@ -54,14 +54,12 @@ def _remove_created(build: HeadBuild) -> None:
     """Delete every datablock of a failed build (objects first, then their data)."""
     if bpy.context.mode != 'OBJECT':
         bpy.ops.object.mode_set(mode='OBJECT')
+    collections = ((bpy.types.Object, bpy.data.objects), (bpy.types.Collection, bpy.data.collections),
+                   (bpy.types.Mesh, bpy.data.meshes), (bpy.types.Armature, bpy.data.armatures),
+                   (bpy.types.Material, bpy.data.materials), (bpy.types.Image, bpy.data.images))
     for block in sorted(build.created, key=lambda b: not isinstance(b, bpy.types.Object)):
-        collection = {bpy.types.Object: bpy.data.objects, bpy.types.Collection: bpy.data.collections,
-                      bpy.types.Mesh: bpy.data.meshes, bpy.types.Armature: bpy.data.armatures,
-                      bpy.types.Material: bpy.data.materials, bpy.types.Image: bpy.data.images}
-        for cls, data in collection.items():
-            if isinstance(block, cls):
-                data.remove(block)
-                break
+        data = next(data for cls, data in collections if isinstance(block, cls))
+        data.remove(block)
 
 
 def build_head(context: bpy.types.Context, bundle: Bundle) -> HeadBuild:

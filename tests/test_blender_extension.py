@@ -12,6 +12,7 @@ the rig leaves out, are below 1e-6 m); driver values match FLAME's pose feature 
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -23,7 +24,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-os.environ.setdefault("BLENDER_USER_RESOURCES", tempfile.mkdtemp(prefix="headrecon-blender-user-"))
+if "BLENDER_USER_RESOURCES" not in os.environ:
+    _USER_DIR = tempfile.mkdtemp(prefix="headrecon-blender-user-")
+    atexit.register(shutil.rmtree, _USER_DIR, True)
+    os.environ["BLENDER_USER_RESOURCES"] = _USER_DIR
 
 import bpy  # noqa: E402
 import addon_utils  # noqa: E402  (Blender's module, importable once bpy is)
@@ -428,3 +432,18 @@ def test_pose_panel_shows_for_a_head(ext, dev_bundle):
     bpy.ops.object.mode_set(mode='EDIT')
     assert not bpy.ops.headrecon.import_bundle.poll()  # importing needs Object Mode
     bpy.ops.object.mode_set(mode='OBJECT')
+
+
+def test_failed_build_removes_what_it_created(ext, dev_bundle):
+    """A stage that fails (here: the material stage, on a missing image) leaves no trace."""
+    builder = sys.modules[f"{EXT_MODULE}.builder"]
+    bundle = sys.modules[f"{EXT_MODULE}.headrecon_addon.bundle"].load_bundle(dev_bundle)
+    bundle.images["texture"] = dev_bundle / "missing.png"
+    bpy.ops.mesh.primitive_cube_add()
+    cube = bpy.context.active_object
+    blocks = {n: len(getattr(bpy.data, n)) for n in
+              ("objects", "meshes", "armatures", "materials", "images", "collections", "shape_keys")}
+    with pytest.raises(RuntimeError, match="missing.png"):
+        builder.build_head(bpy.context, bundle)
+    assert {n: len(getattr(bpy.data, n)) for n in blocks} == blocks
+    assert bpy.context.view_layer.objects.active == cube and bpy.context.mode == 'OBJECT'
