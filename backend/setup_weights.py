@@ -5,7 +5,9 @@ Steps (each idempotent, each prints what it did):
 1. MediaPipe face models: copied out of the installed ``mediapipe==0.10.14`` wheel
    (Apache-2.0) into ``weights/mediapipe/`` together with the wheel's licence text;
    every file is checked against its pinned size and SHA-256.
-2. Further steps are added below the marked hook by the engineers who own them.
+2. ARKit-named expression shapes on FLAME, computed from ICT-FaceKit (MIT) in the assets
+   into ``weights/arkit_on_flame.npz`` (backend/arkit.py).
+3. Further steps are added below the marked hook by the engineers who own them.
 """
 
 from __future__ import annotations
@@ -115,4 +117,8 @@ def setup_weights(assets: str | os.PathLike[str] | None = None) -> None:
     """
     setup_mediapipe()
     # ---- HOOK: further setup steps go here (each idempotent, printing what it did). ----
-    # e.g. the ARKit-on-FLAME transfer computed from `assets`/ict (added by its owner).
+
+    # ARKit-named shapes on FLAME, transferred from ICT-FaceKit (backend/arkit.py).
+    from .arkit import ensure_arkit_on_flame
+
+    ensure_arkit_on_flame(assets)
