@@ -1,0 +1,322 @@
+"""One photo -> result bundle. ``Engine`` keeps the model, embeddings and detector warm.
+
+Stages (each reports progress and checks for cancellation):
+load -> landmarks -> fit_landmarks -> fit_photometric -> texture -> detail -> bundle.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import __version__
+from .assets import assets_dir, flame_model_path
+from .errors import Cancelled, HeadReconError
+from .options import CancelFn, ProgressFn, ReconstructOptions
+
+log = logging.getLogger(__name__)
+
+# Share of the whole job each stage takes, for progress fractions.
+STAGE_WEIGHTS: dict[str, float] = {
+    "load": 0.03,
+    "landmarks": 0.05,
+    "fit_landmarks": 0.22,
+    "fit_photometric": 0.35,
+    "texture": 0.10,
+    "detail": 0.17,
+    "bundle": 0.08,
+}
+
+
+class _Progress:
+    """Maps per-stage fractions onto the whole job and checks cancellation."""
+
+    def __init__(self, progress: ProgressFn | None, cancel: CancelFn | None, stages: list[str]):
+        self._progress = progress
+        self._cancel = cancel
+        total = sum(STAGE_WEIGHTS[s] for s in stages)
+        self._start: dict[str, float] = {}
+        acc = 0.0
+        for s in stages:
+            self._start[s] = acc / total
+            acc += STAGE_WEIGHTS[s]
+        self._share = {s: STAGE_WEIGHTS[s] / total for s in stages}
+        self.timings: dict[str, float] = {}
+        self._t0 = 0.0
+        self._stage = ""
+
+    def begin(self, stage: str) -> None:
+        self.check()
+        self._stage = stage
+        self._t0 = time.perf_counter()
+        self.report(stage, 0.0, "")
+
+    def end(self) -> None:
+        self.timings[self._stage] = round(time.perf_counter() - self._t0, 3)
+        self.report(self._stage, 1.0, "done")
+
+    def report(self, stage: str, fraction: float, message: str = "") -> None:
+        if self._progress is not None and stage in self._start:
+            frac = self._start[stage] + self._share[stage] * min(max(fraction, 0.0), 1.0)
+            self._progress(stage, round(frac, 4), message)
+
+    def check(self) -> None:
+        if self._cancel is not None and self._cancel():
+            raise Cancelled("Reconstruction cancelled.")
+
+    def is_cancelled(self) -> bool:
+        return self._cancel is not None and bool(self._cancel())
+
+
+class Engine:
+    """Warm reconstruction state: device, FLAME, embeddings, UV layout, face detector.
+
+    Args:
+        options: device / flame / assets are read from it; per-job options come with each job.
+    """
+
+    def __init__(self, options: ReconstructOptions | None = None):
+        from .flame import FLAME, load_eyelid_deltas, load_flame, select_device, sha_warning
+        from .landmark_embedding import LandmarkEmbedding
+        from .uv import load_uv_layout
+
+        opts = options or ReconstructOptions()
+        self.assets = assets_dir(opts.assets)
+        self.device: torch.device = select_device(opts.device)
+        self.model_path = flame_model_path(opts.flame, self.assets)
+        self.model = load_flame(self.model_path)
+        self.model_warnings: list[str] = [w for w in [sha_warning(self.model_path)] if w]
+        eyelids = load_eyelid_deltas(self.assets)
+        self.flame = FLAME(self.model, eyelid_deltas=eyelids).to(self.device)
+        self.eyelid_deltas = eyelids
+        self.embedding = LandmarkEmbedding.load(self.assets)
+        self.lmk68_static = _StaticLandmarks68(self.assets, self.model.faces)
+        self.uv = load_uv_layout(self.assets)
+        self._detector = None
+        self.options = opts
+
+    @property
+    def detector(self):
+        if self._detector is None:
+            from .landmarks import get_landmarker
+
+            self._detector = get_landmarker()
+        return self._detector
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "version": __version__,
+            "device": str(self.device),
+            "model": {"name": self.model.name, "path": str(self.model_path),
+                      "n_shape": int(self.model.shapedirs.shape[-1]),
+                      "n_expr": int(self.model.exprdirs.shape[-1])},
+            "cuda_available": torch.cuda.is_available(),
+        }
+
+    # ------------------------------------------------------------------ job
+    def reconstruct(self, photo: str | os.PathLike[str], out_dir: str | os.PathLike[str],
+                    options: ReconstructOptions | None = None, progress: ProgressFn | None = None,
+                    cancel: CancelFn | None = None) -> dict[str, Any]:
+        """Reconstruct one photo into ``out_dir`` (written atomically: a failed or cancelled job
+        leaves any previous content of ``out_dir`` untouched). Returns the result.json dict."""
+        opts = options or self.options
+        stages = ["load", "landmarks", "fit_landmarks", "fit_photometric"]
+        if opts.texture:
+            stages += ["texture"]
+        if opts.detail:
+            stages += ["detail"]
+        stages += ["bundle"]
+        prog = _Progress(progress, cancel, stages)
+        out_dir = Path(out_dir).resolve()
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+        try:
+            result = self._run(Path(photo), tmp, opts, prog, stages)
+            if out_dir.exists():
+                shutil.rmtree(out_dir)
+            os.replace(tmp, out_dir)
+            return result
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    def _run(self, photo: Path, out: Path, opts: ReconstructOptions, prog: _Progress,
+             stages: list[str]) -> dict[str, Any]:
+        from .fit_landmarks import fit_landmarks
+        from .image_io import load_image
+
+        torch.manual_seed(opts.seed)
+        warnings: list[str] = list(self.model_warnings)
+
+        prog.begin("load")
+        img = load_image(photo, max_side=opts.max_side)
+        warnings += img.warnings
+        prog.end()
+
+        prog.begin("landmarks")
+        face, w = self.detector.detect_face(img.rgb)
+        warnings += w
+        prog.end()
+
+        h, w_px = img.rgb.shape[:2]
+        prog.begin("fit_landmarks")
+        fit = fit_landmarks(self.flame, self.embedding, face.points, image_size=(w_px, h),
+                            quality=opts.quality,
+                            progress=lambda s, f, m="": prog.report("fit_landmarks", f, m),
+                            cancel=prog.is_cancelled)
+        params = fit.params
+        prog.end()
+
+        albedo = None
+        if "fit_photometric" in stages:
+            from .fit_photometric import fit_photometric
+
+            prog.begin("fit_photometric")
+            image_t = torch.from_numpy(img.rgb).float().div(255.0).to(self.device)
+            photo_res = fit_photometric(
+                self.flame, params, image_t, self.uv, fit.landmark_loss, opts.quality, self.assets,
+                progress=lambda s, f, m="": prog.report("fit_photometric", f, m),
+                cancel=prog.is_cancelled)
+            params = photo_res.params
+            albedo = photo_res.albedo_uv
+            prog.end()
+
+        with torch.no_grad():
+            outp = self.flame(params.shape, params.expression, params.pose, params.translation,
+                              eyelids=params.eyelids)
+            verts_view = outp.vertices[0]
+            lmk68 = self.lmk68_static(verts_view)
+        cam = params.camera
+        lmk68_px = _project(lmk68.cpu().numpy(), cam)
+        files: dict[str, str] = {}
+
+        texture = None
+        if "texture" in stages:
+            from .texture import sample_photo_texture
+
+            prog.begin("texture")
+            texture = sample_photo_texture(img.rgb, verts_view.cpu().numpy(), self.model.faces,
+                                           self.uv, cam, size=1024)
+            prog.end()
+
+        if "detail" in stages:
+            prog.begin("detail")
+            try:
+                from .detail import recover_detail
+            except ImportError:
+                recover_detail = None
+            if recover_detail is not None:
+                detail_files = recover_detail(self, params, img.rgb, out,
+                                              progress=lambda s, f, m="": prog.report("detail", f, m),
+                                              cancel=prog.is_cancelled)
+                files.update(detail_files)
+            prog.end()
+
+        prog.begin("bundle")
+        from .bundle import write_result_bundle
+        from .overlay import draw_overlay
+
+        overlay = draw_overlay(img.rgb, verts_view.cpu().numpy(), self.model.faces, cam, lmk68_px)
+        scale = img.scale
+        result: dict[str, Any] = {
+            "format_version": 1,
+            "generator": f"headrecon {__version__}",
+            "input": {"photo": photo.name, "width": int(img.original_size[0]),
+                      "height": int(img.original_size[1])},
+            "model": {"name": self.model.name, "n_shape": int(params.shape.shape[1]),
+                      "n_expr": int(params.expression.shape[1]),
+                      "n_vertices": int(self.model.v_template.shape[0]),
+                      "n_faces": int(self.model.faces.shape[0]),
+                      "joint_names": list(self.model.joint_names)},
+            "identity": _floats(params.shape[0]),
+            "expression": _floats(params.expression[0]),
+            "eyelids": _floats(params.eyelids[0]),
+            "pose": {n: _floats(params.pose[0, j]) for j, n in enumerate(self.model.joint_names)},
+            "translation": _floats(params.translation[0]),
+            "camera": {"model": "pinhole", "focal_px": cam.focal / scale,
+                       "principal_px": [cam.cx / scale, cam.cy / scale],
+                       "width": int(img.original_size[0]), "height": int(img.original_size[1]),
+                       "convention": "view frame -Z forward, +Y up; u = cx + f*x/(-z), "
+                                     "v = cy - f*y/(-z); origin top-left"},
+            "lighting": {"model": "sh9", "coefficients": params.sh[0].detach().cpu().tolist()},
+            "landmarks_68": (lmk68_px / scale).round(3).tolist(),
+            "timings": {},
+            "device": str(self.device),
+            "warnings": warnings,
+        }
+        files.update(write_result_bundle(out, self, params, texture=texture, albedo=albedo,
+                                         overlay=overlay))
+        result["files"] = files
+        prog.end()
+        result["timings"] = dict(prog.timings)
+        (out / "result.json").write_text(json.dumps(result, indent=1))
+        return result
+
+
+class _StaticLandmarks68:
+    """The 68 iBUG landmarks as fixed points on the surface (the embedding's ``full_lmk_*``).
+
+    ``result.json``'s ``landmarks_68`` are 3D landmarks of the fitted head projected into the
+    photo, as in AFLW2000-3D: the jaw-line points stay on the same surface points whatever the
+    yaw (the yaw-dependent silhouette contour is used only while fitting).
+    """
+
+    def __init__(self, assets: Path, faces: np.ndarray):
+        from .errors import ModelFileError
+
+        path = assets / "landmarks" / "flame_landmark_embedding_68.npz"
+        try:
+            data = np.load(path)
+            tri = np.asarray(faces, dtype=np.int64)[data["full_lmk_faces_idx"].reshape(-1)]
+            bary = data["full_lmk_bary_coords"].reshape(-1, 3).astype(np.float32)
+        except (OSError, KeyError, ValueError, IndexError) as exc:
+            raise ModelFileError(f"Landmark embedding {path} cannot be read ({exc}).") from None
+        if tri.shape != (68, 3):
+            raise ModelFileError(f"Landmark embedding {path} does not hold 68 points.")
+        self.tri = torch.from_numpy(tri)
+        self.bary = torch.from_numpy(bary)
+
+    def __call__(self, vertices: torch.Tensor) -> torch.Tensor:
+        """(V, 3) vertices -> (68, 3) landmark positions."""
+        tri, bary = self.tri.to(vertices.device), self.bary.to(vertices)
+        return (vertices[tri] * bary[..., None]).sum(1)
+
+
+def _floats(t: torch.Tensor) -> list[float]:
+    return [float(x) for x in t.detach().cpu().reshape(-1)]
+
+
+def _project(points_view: np.ndarray, cam) -> np.ndarray:
+    """(N,3) view-frame points -> (N,2) pixels of the fitted image."""
+    z = -points_view[:, 2]
+    u = cam.cx + cam.focal * points_view[:, 0] / z
+    v = cam.cy - cam.focal * points_view[:, 1] / z
+    return np.stack([u, v], axis=1)
+
+
+_ENGINES: dict[tuple, Engine] = {}
+
+
+def get_engine(options: ReconstructOptions) -> Engine:
+    """A cached warm engine for these device/flame/assets settings."""
+    key = (options.device, options.flame, options.assets)
+    if key not in _ENGINES:
+        _ENGINES[key] = Engine(options)
+    return _ENGINES[key]
+
+
+def reconstruct(photo: str | os.PathLike[str], out_dir: str | os.PathLike[str],
+                options: ReconstructOptions | None = None, progress: ProgressFn | None = None,
+                cancel: CancelFn | None = None) -> dict[str, Any]:
+    """Reconstruct one photo into a bundle folder; see ``Engine.reconstruct``."""
+    opts = options or ReconstructOptions()
+    return get_engine(opts).reconstruct(photo, out_dir, opts, progress, cancel)
