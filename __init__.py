@@ -13,10 +13,11 @@ from types import ModuleType
 import bpy
 
 from . import preferences
-from .operators import import_bundle
-from .panels import main_panel
+from .operators import apply_preset, export_head, import_bundle, insert_keyframes, reset_expression
+from .panels import expression_panel, main_panel
 
-MODULES: tuple[ModuleType, ...] = (preferences, import_bundle, main_panel)
+MODULES: tuple[ModuleType, ...] = (preferences, import_bundle, apply_preset, reset_expression,
+                                   insert_keyframes, export_head, main_panel, expression_panel)
 
 
 def register() -> None:

@@ -1,0 +1,87 @@
+"""bpy helpers shared by the face operators (presets, reset, keyframes, export); not an operator.
+
+Bone rotations are handled as FLAME-frame rotations: a pose bone's local rotation ``R_b``
+and its FLAME joint rotation ``R_j`` are related by the bone's rest frame ``P`` (columns =
+the bone's local axes in FLAME coordinates), ``R_j = P R_b P^T`` (see ``rig``). ``P`` is read
+from the armature's rest matrices, so these helpers work for any of the rig's bones and
+whatever rotation mode the artist picked.
+"""
+
+from __future__ import annotations
+
+import bpy
+import mathutils
+import numpy as np
+
+from ..headrecon_addon import face_controls, rig
+from ..heads import active_head
+from ..panels.main_panel import rotation_property
+
+
+def head_or_none(context: bpy.types.Context) -> tuple[bpy.types.Object, bpy.types.Object] | None:
+    """(armature, mesh) of the active head when both exist and the mesh has shape keys."""
+    head = active_head(context)
+    if head is None or head[1] is None or head[1].data.shape_keys is None:
+        return None
+    return head[0], head[1]
+
+
+def driven_paths(id_data: bpy.types.ID) -> set[str]:
+    """Data paths of ``id_data`` that have a driver."""
+    anim = id_data.animation_data
+    return {fc.data_path for fc in anim.drivers} if anim is not None else set()
+
+
+def face_key_blocks(mesh_obj: bpy.types.Object) -> list[bpy.types.ShapeKey]:
+    """The mesh's face keys (``face_controls.is_face_key``) that no driver sets, in key order."""
+    shape_keys = mesh_obj.data.shape_keys
+    driven = driven_paths(shape_keys)
+    return [kb for kb in shape_keys.key_blocks if face_controls.is_face_key(kb.name)
+            and kb.path_from_id("value") not in driven]
+
+
+def bone_frame(armature: bpy.types.Object, bone: str) -> np.ndarray:
+    """(3, 3) rest frame P of a bone: its local axes as columns, in FLAME coordinates."""
+    local = np.array(armature.data.bones[bone].matrix_local.to_3x3())
+    return rig.FLAME_TO_BLENDER.T @ local
+
+
+def set_local_matrix(pbone: bpy.types.PoseBone, local: np.ndarray) -> None:
+    """Set a pose bone's rotation from a (3, 3) local rotation, in its own rotation mode."""
+    mat = mathutils.Matrix(np.asarray(local, dtype=np.float64).tolist())
+    if pbone.rotation_mode == 'QUATERNION':
+        pbone.rotation_quaternion = mat.to_quaternion()
+    elif pbone.rotation_mode == 'AXIS_ANGLE':
+        axis, angle = mat.to_quaternion().to_axis_angle()
+        pbone.rotation_axis_angle = (angle, *axis)
+    else:
+        pbone.rotation_euler = mat.to_euler(pbone.rotation_mode, pbone.rotation_euler)
+
+
+def local_matrix(pbone: bpy.types.PoseBone) -> np.ndarray:
+    """(3, 3) current local rotation of a pose bone (any rotation mode)."""
+    return np.array(pbone.matrix_basis.to_3x3().normalized())
+
+
+def set_flame_rotation(armature: bpy.types.Object, bone: str, axis_angle: np.ndarray,
+                       add: bool = False) -> None:
+    """Rotate a pose bone to a FLAME-frame rotation.
+
+    Args:
+        axis_angle: (3,) FLAME-frame axis-angle (radians).
+        add: apply the rotation after the bone's current one instead of replacing it.
+    """
+    frame = bone_frame(armature, bone)
+    pbone = armature.pose.bones[bone]
+    local = rig.local_rotation(frame, rig.axis_angle_to_matrix(np.asarray(axis_angle)))
+    if add:
+        local = local @ local_matrix(pbone)
+    set_local_matrix(pbone, local)
+
+
+def key_bone_rotation(armature: bpy.types.Object, bone: str, frame: int) -> int:
+    """Keyframe a pose bone's rotation (its mode's property) at ``frame``; returns channels keyed."""
+    pbone = armature.pose.bones[bone]
+    prop = rotation_property(pbone)
+    ok = armature.keyframe_insert(pbone.path_from_id(prop), frame=frame, group=bone)
+    return len(getattr(pbone, prop)) if ok else 0
