@@ -12,6 +12,7 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -r requirements.txt
 .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .
+npm ci --prefix tools --no-audit --no-fund --loglevel=error  # glTF validator for the tests
 .venv/bin/python -m backend setup-weights
 if [ "${1:-}" != "--no-example" ]; then
   photo=${HEADRECON_EXAMPLE:-../shared/eval/photos/IMG_0392_inputs.jpg}
