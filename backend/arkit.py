@@ -209,8 +209,9 @@ def part_labels(verts: np.ndarray, lmk68: np.ndarray, lower_lip: np.ndarray) -> 
     """Upper/lower side labels near the mouth and the eyes, used to keep lips and lids apart.
 
     Codes: 0 elsewhere; 1/2 upper/lower lip; 3/4 upper/lower lid of the subject's right eye
-    (-X, 68-point indices 36..41); 5/6 upper/lower lid of the left eye (+X, 42..47). Mouth and eye boxes are
-    built from the landmarks (metres, FLAME frame).
+    (-X, 68-point indices 36..41); 5/6 upper/lower lid of the left eye (+X, 42..47). Mouth
+    and eye boxes are built from the landmarks (metres, FLAME frame); lids are split by the
+    line through the eye corners and lid midpoints, lips by ``lower_lip``.
 
     Args:
         verts: (N, 3) vertices in FLAME's frame.
@@ -295,7 +296,10 @@ class LabelledSurface:
     lands on a triangle that touches a vertex of the opposite side."""
 
     def __init__(self, verts: np.ndarray, tris: np.ndarray, vert_codes: np.ndarray) -> None:
-        self.tris = tris
+        """
+        Args:
+            verts: (N, 3) vertices; tris: (T, 3) triangles; vert_codes: (N,) part_labels codes.
+        """
         self._surfaces: dict[int, Surface] = {0: Surface(verts, tris)}
         for code in range(1, 7):
             banned = np.any(vert_codes[tris] == _opposite(code), axis=1)
