@@ -191,7 +191,8 @@ class _Problem:
         fade = ((FAR_CONTOUR_FADE[1] - yaw.abs()) / (FAR_CONTOUR_FADE[1] - FAR_CONTOUR_FADE[0]))
         return torch.where(far, self.weight * fade.clamp(0.0, 1.0), self.weight)
 
-    def points(self, p: dict[str, torch.Tensor], yaw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def points(self, p: dict[str, torch.Tensor],
+               yaw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Projected model points (N,2) in target order and lid vectors (6,2), batch 1."""
         out = self.flame(p["shape"], p["expression"], p["pose"], p["translation"],
                          eyelids=p["eyelids"] if self.flame.eyelid_deltas is not None else None)
@@ -202,7 +203,8 @@ class _Problem:
         lids = uv[self.lid_pairs[:, 0]] - uv[self.lid_pairs[:, 1]]
         return uv, lids
 
-    def residuals(self, p: dict[str, torch.Tensor], yaw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def residuals(self, p: dict[str, torch.Tensor],
+                  yaw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised residuals: points (N,2) and lid vectors (6,2), in face sizes."""
         uv, lids = self.points(p, yaw)
         return (uv - self.target) * self.scale, (lids - self.target_lids) * self.scale

@@ -4,8 +4,9 @@
 
 Each head has a random identity / expression / pose, jaw opened by 0.3 rad and closed eyes.
 Prints, per quality and landmark-noise level (px, face ~200 px): wall seconds per fit (and per
-stage), process CPU seconds per fit (robust to other load on a shared machine), inner-point RMS reprojection (px), face-region vertex error after rigid alignment
-(mm), jaw opening error (rad) and the largest blink error; means over the heads.
+stage), process CPU seconds per fit (robust to other load on a shared machine), inner-point
+RMS reprojection (px), face-region vertex error after rigid alignment (mm), jaw opening error
+(rad) and the largest blink error; means over the heads.
 """
 
 from __future__ import annotations
