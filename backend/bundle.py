@@ -355,7 +355,8 @@ class _EngineLike(Protocol):
 
 def write_head_files(out: str | os.PathLike[str], model: ModelArrays, uv: np.ndarray,
                      uv_faces: np.ndarray, eyelid_deltas: np.ndarray,
-                     params: dict[str, np.ndarray]) -> dict[str, str]:
+                     params: dict[str, np.ndarray],
+                     arkit: tuple[list[str], np.ndarray] | None = None) -> dict[str, str]:
     """Write mesh.obj (posed, FLAME frame, no translation), neutral.obj and rig.npz into ``out``.
 
     Args:
@@ -363,23 +364,26 @@ def write_head_files(out: str | os.PathLike[str], model: ModelArrays, uv: np.nda
         model: model arrays; uv (T, 2) and uv_faces (F, 3): FLAME UV layout.
         eyelid_deltas: (2, V, 3) blink blendshapes.
         params: shape (S',), expression (E',), pose (J, 3), translation (3,), eyelids (2,).
+        arkit: optional (names (A,), deltas (A, V, 3)) ARKit shapes for this identity.
     Returns:
         The ``files`` table entries written: role -> file name.
     """
     out = Path(out)
+    extra = {} if arkit is None else {"arkit_names": np.asarray(arkit[0]), "arkit_deltas": arkit[1]}
     posed = flame_forward_np(model, params["shape"], params["expression"], params["pose"],
                              params["eyelids"], eyelid_deltas)
     write_obj(out / "mesh.obj", posed.vertices, model.faces, uv, uv_faces)
     write_obj(out / "neutral.obj", posed.v_neutral, model.faces, uv, uv_faces)
     write_rig_npz(out / "rig.npz", **rig_arrays(
         model, params["shape"], params["expression"], params["pose"], params["translation"],
-        uv, uv_faces, eyelid_deltas, params["eyelids"]))
+        uv, uv_faces, eyelid_deltas, params["eyelids"]), **extra)
     return {"mesh": "mesh.obj", "neutral": "neutral.obj", "rig": "rig.npz"}
 
 
 def write_result_bundle(out: str | os.PathLike[str], engine: _EngineLike, params: Any,
                         texture: Any = None, albedo: Any = None,
-                        overlay: Any = None) -> dict[str, str]:
+                        overlay: Any = None,
+                        arkit: tuple[list[str], np.ndarray] | None = None) -> dict[str, str]:
     """Write the pipeline's bundle files except result.json into ``out``.
 
     Args:
@@ -387,11 +391,12 @@ def write_result_bundle(out: str | os.PathLike[str], engine: _EngineLike, params
         engine: the pipeline engine (model arrays, eyelid deltas, UV layout).
         params: backend.params.FitParams (batch 1); ``params.numpy()`` gives the arrays.
         texture, albedo: (H, W, 3|4) UV images or None; overlay: (H, W, 3) or None.
+        arkit: optional (names, (A, V, 3) deltas) ARKit shapes adapted to this identity.
     Returns:
         The ``files`` table entries written: role -> file name.
     """
     files = write_head_files(out, engine.model, engine.uv.uv, engine.uv.uv_faces,
-                             engine.eyelid_deltas, params.numpy())
+                             engine.eyelid_deltas, params.numpy(), arkit=arkit)
     for role, image in (("texture", texture), ("albedo", albedo), ("overlay", overlay)):
         if image is not None:
             files[role] = write_png(Path(out) / f"{role}.png", image).name

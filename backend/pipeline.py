@@ -101,6 +101,10 @@ class Engine:
         self.embedding = LandmarkEmbedding.load(self.assets)
         self.lmk68_static = _StaticLandmarks68(self.assets, self.model.faces)
         self.uv = load_uv_layout(self.assets)
+        self.arkit = _load_arkit()
+        if self.arkit is None:
+            self.model_warnings.append("ARKit shapes are missing (run ./setup.sh); the head gets "
+                                       "FLAME expression keys only.")
         self._detector = None
         self.options = opts
 
@@ -198,6 +202,7 @@ class Engine:
         cam = params.camera
         lmk68_px = _project(lmk68.cpu().numpy(), cam)
         files: dict[str, str] = {}
+        detail_info: dict[str, Any] = {}
 
         texture = None
         if "texture" in stages:
@@ -210,15 +215,13 @@ class Engine:
 
         if "detail" in stages:
             prog.begin("detail")
-            try:
-                from .detail import recover_detail
-            except ImportError:
-                recover_detail = None
-            if recover_detail is not None:
-                detail_files = recover_detail(self, params, img.rgb, out,
-                                              progress=lambda s, f, m="": prog.report("detail", f, m),
-                                              cancel=prog.is_cancelled)
-                files.update(detail_files)
+            from .detail import recover_detail
+
+            detail_files = recover_detail(self, params, img.rgb, out,
+                                          progress=lambda s, f, m="": prog.report("detail", f, m),
+                                          cancel=prog.is_cancelled)
+            detail_info = detail_files.pop("detail", {})
+            files.update(detail_files)
             prog.end()
 
         prog.begin("bundle")
@@ -254,12 +257,38 @@ class Engine:
             "warnings": warnings,
         }
         files.update(write_result_bundle(out, self, params, texture=texture, albedo=albedo,
-                                         overlay=overlay))
+                                         overlay=overlay, arkit=self._arkit_for(params)))
         result["files"] = files
+        if detail_info:
+            result["detail"] = detail_info
         prog.end()
         result["timings"] = dict(prog.timings)
         (out / "result.json").write_text(json.dumps(result, indent=1))
         return result
+
+
+    def _arkit_for(self, params) -> tuple[list[str], np.ndarray] | None:
+        """ARKit shapes adapted to the fitted identity, or None without the setup file."""
+        if self.arkit is None:
+            return None
+        from .arkit import arkit_for_identity
+
+        names, deltas = self.arkit
+        shape = params.shape[0].detach().cpu().numpy().astype(np.float64)
+        m = self.model
+        v_neutral = m.v_template + m.shapedirs[:, :, :len(shape)] @ shape
+        return names, arkit_for_identity(deltas, v_neutral, m.v_template, m.faces)
+
+
+def _load_arkit() -> tuple[list[str], np.ndarray] | None:
+    from .arkit import load_arkit_on_flame
+    from .errors import ModelFileError
+
+    try:
+        return load_arkit_on_flame()
+    except ModelFileError as exc:
+        log.warning("%s", exc)
+        return None
 
 
 class _StaticLandmarks68:
