@@ -4,6 +4,7 @@ Usage::
 
     python scripts/render_head.py BUNDLE [-o OUT.png] [--photo PHOTO] [--engine WORKBENCH|CYCLES]
                                   [--height 384] [--samples 16] [--preset JAW_OPEN ...]
+                                  [--no-crop]
 
 Runs Blender as a Python module (bpy): the extension is registered straight from this
 checkout, the bundle is imported with ``headrecon.import_bundle`` and rendered through the
@@ -12,8 +13,9 @@ docs/ARCHITECTURE.md "Coordinates and camera"), so the render lines up with the 
 The PNG shows the photo, the render, the render laid over the photo (the photo is found
 with ``--photo``, else by its file name in the bundle folder; without one only the renders
 are written), then one render per ``--preset``: the expression preset added to the captured
-face with the extension's own operators. Workbench (textured, studio light) or Cycles on
-the CPU.
+face with the extension's own operators. Every panel shows the same square region of the
+photo around the head (``--no-crop``: the whole photo), ``--height`` pixels high.
+Workbench (textured, studio light) or Cycles on the CPU (sky light and a key light).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ BACKGROUND = (46, 46, 46)
 GAP = 8  # pixels between the panels
 OVERLAY_OPACITY = 0.6  # of the render laid over the photo
 KEY_LIGHT_TILT_DEG = -30.0  # Cycles key light: the camera's direction, tilted to come from above
+CROP_MARGIN = 0.15  # of the head's projected size, on every side
 
 
 def load_extension() -> object:
@@ -68,9 +71,41 @@ def camera_matrix(root_pose: np.ndarray, translation: np.ndarray, root_joint: np
     return out
 
 
-def setup_scene(bpy: object, arm: object, result: dict, height: int, engine: str,
-                samples: int) -> None:
-    """Camera with the bundle's intrinsics, render settings of the chosen engine."""
+def project(points: np.ndarray, root_pose: np.ndarray, translation: np.ndarray,
+            root_joint: np.ndarray, camera: dict, rig: object) -> np.ndarray:
+    """Pixel coordinates of FLAME-frame points posed by the root rotation and translation.
+
+    Args:
+        points: (N, 3) FLAME frame, root rotation not applied (as the imported head).
+        camera: result.json ``camera`` (focal_px, principal_px).
+    Returns:
+        (N, 2) ``(u, v)``, origin top-left (docs/ARCHITECTURE.md projection).
+    """
+    rot = rig.axis_angle_to_matrix(root_pose)
+    q = (points - root_joint) @ rot.T + root_joint + translation
+    f, (cx, cy) = float(camera["focal_px"]), camera["principal_px"]
+    return np.stack([cx + f * q[:, 0] / -q[:, 2], cy - f * q[:, 1] / -q[:, 2]], axis=1)
+
+
+def crop_box(uv: np.ndarray, width: float, height: float,
+             margin: float = CROP_MARGIN) -> tuple[float, float, float, float]:
+    """Square region (x0, y0, x1, y1) of the image around projected points, padded by
+    ``margin`` of their larger extent, moved (then clipped) to lie inside the image."""
+    lo, hi = uv.min(axis=0), uv.max(axis=0)
+    side = min((1.0 + 2.0 * margin) * float((hi - lo).max()), width, height)
+    centre = (lo + hi) / 2.0
+    x0 = float(np.clip(centre[0] - side / 2.0, 0.0, width - side))
+    y0 = float(np.clip(centre[1] - side / 2.0, 0.0, height - side))
+    return x0, y0, x0 + side, y0 + side
+
+
+def setup_scene(bpy: object, arm: object, mesh_obj: object, result: dict, height: int,
+                engine: str, samples: int, crop: bool) -> tuple[float, float, float, float]:
+    """Camera with the bundle's intrinsics, the render region, the chosen engine.
+
+    Returns:
+        The rendered region (x0, y0, x1, y1) in photo pixels.
+    """
     import mathutils
 
     rig = sys.modules[f"{PACKAGE}.headrecon_addon.rig"]
@@ -88,14 +123,28 @@ def setup_scene(bpy: object, arm: object, result: dict, height: int, engine: str
     camera = bpy.data.objects.new("photo_camera", data)
     scene.collection.objects.link(camera)
     root_joint = rig.FLAME_TO_BLENDER.T @ np.array(arm.data.bones[naming.ROOT_BONE].head_local)
-    camera.matrix_world = mathutils.Matrix(camera_matrix(
-        np.array(arm[naming.ROOT_POSE_PROP]), np.array(arm[naming.TRANSLATION_PROP]),
-        root_joint, rig).tolist())
+    root_pose, translation = np.array(arm[naming.ROOT_POSE_PROP]), np.array(arm[naming.TRANSLATION_PROP])
+    camera.matrix_world = mathutils.Matrix(
+        camera_matrix(root_pose, translation, root_joint, rig).tolist())
     scene.camera = camera
+    box = (0.0, 0.0, width_px, height_px)
+    if crop:
+        verts = mesh_obj.evaluated_get(bpy.context.evaluated_depsgraph_get()).data.vertices
+        co = np.empty(len(verts) * 3)
+        verts.foreach_get("co", co)
+        points = co.reshape(-1, 3) @ rig.FLAME_TO_BLENDER  # Blender -> FLAME (orthogonal map)
+        box = crop_box(project(points, root_pose, translation, root_joint, cam, rig),
+                       width_px, height_px)
+    scale = height / (box[3] - box[1])  # output pixels per photo pixel
     render = scene.render
-    render.resolution_y = height
-    render.resolution_x = max(1, round(height * width_px / height_px))
+    render.resolution_x = max(1, round(width_px * scale))
+    render.resolution_y = max(1, round(height_px * scale))
     render.resolution_percentage = 100
+    render.use_border = render.use_crop_to_border = crop
+    px = [round(v * scale) for v in box]
+    render.border_min_x, render.border_max_x = px[0] / render.resolution_x, px[2] / render.resolution_x
+    render.border_min_y = 1.0 - px[3] / render.resolution_y
+    render.border_max_y = 1.0 - px[1] / render.resolution_y
     render.film_transparent = True
     render.image_settings.file_format = 'PNG'
     render.image_settings.color_mode = 'RGBA'
@@ -125,6 +174,7 @@ def setup_scene(bpy: object, arm: object, result: dict, height: int, engine: str
         shading.light = 'STUDIO'
         shading.color_type = 'TEXTURE'
         scene.display.render_aa = '8'
+    return tuple(v / scale for v in px)
 
 
 def find_photo(bundle: Path, result: dict, explicit: Path | None) -> Path | None:
@@ -136,9 +186,13 @@ def find_photo(bundle: Path, result: dict, explicit: Path | None) -> Path | None
     return candidate if candidate is not None and candidate.is_file() else None
 
 
-def compose(renders: list[Path], photo: Path | None, out: Path) -> tuple[int, int]:
+def compose(renders: list[Path], photo: Path | None, box: tuple[float, float, float, float],
+            out: Path) -> tuple[int, int]:
     """Photo | first render | first render over the photo at ``OVERLAY_OPACITY`` | the other
     renders, on a dark background (without a photo: the renders only).
+
+    Args:
+        box: the rendered region (x0, y0, x1, y1) in photo pixels.
 
     Returns:
         (width, height) of the written PNG.
@@ -151,7 +205,7 @@ def compose(renders: list[Path], photo: Path | None, out: Path) -> tuple[int, in
         panel.alpha_composite(image)
         panels.append(panel)
     if photo is not None:
-        picture = Image.open(photo).convert("RGBA").resize(size, Image.LANCZOS)
+        picture = Image.open(photo).convert("RGBA").resize(size, Image.LANCZOS, box=box)
         faded = np.asarray(images[0]).copy()
         faded[..., 3] = np.rint(faded[..., 3] * OVERLAY_OPACITY).astype(np.uint8)
         over = picture.copy()
@@ -167,8 +221,8 @@ def compose(renders: list[Path], photo: Path | None, out: Path) -> tuple[int, in
 
 
 def render_head(bundle: Path, out: Path, photo: Path | None = None, engine: str = "WORKBENCH",
-                height: int = 384, samples: int = 16,
-                presets: tuple[str, ...] = ()) -> tuple[int, int]:
+                height: int = 384, samples: int = 16, presets: tuple[str, ...] = (),
+                crop: bool = True) -> tuple[int, int]:
     """Import ``bundle`` into an empty scene, render it (as captured, then once per preset
     added to the captured face) and write the composed PNG ``out``.
 
@@ -188,7 +242,8 @@ def render_head(bundle: Path, out: Path, photo: Path | None = None, engine: str 
     load_extension()
     bpy.ops.headrecon.import_bundle(filepath=str(result_path))
     arm = bpy.context.view_layer.objects.active
-    setup_scene(bpy, arm, result, height, engine, samples)
+    mesh_obj = next(c for c in arm.children if c.type == 'MESH')
+    box = setup_scene(bpy, arm, mesh_obj, result, height, engine, samples, crop)
     with tempfile.TemporaryDirectory(prefix="headrecon-render-") as tmp:
         renders = []
         for k, preset in enumerate((None,) + tuple(presets)):
@@ -198,7 +253,7 @@ def render_head(bundle: Path, out: Path, photo: Path | None = None, engine: str 
             renders.append(Path(tmp) / f"render_{k}.png")
             bpy.context.scene.render.filepath = str(renders[-1])
             bpy.ops.render.render(write_still=True)
-        return compose(renders, photo, out)
+        return compose(renders, photo, box, out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,14 +263,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="PNG to write (default: BUNDLE/render.png)")
     parser.add_argument("--photo", type=Path, default=None, help="the photo (default: found in the bundle)")
     parser.add_argument("--engine", choices=("WORKBENCH", "CYCLES"), default="WORKBENCH")
-    parser.add_argument("--height", type=int, default=384, help="render height in pixels")
+    parser.add_argument("--height", type=int, default=384, help="panel height in pixels")
     parser.add_argument("--samples", type=int, default=16, help="Cycles samples")
     parser.add_argument("--preset", action="append", default=[],
                         help="also render this expression preset (e.g. JAW_OPEN, BLINK, SMILE); repeatable")
+    parser.add_argument("--crop", action=argparse.BooleanOptionalAction, default=True,
+                        help="render a square region around the head (default) or the whole photo")
     args = parser.parse_args(argv)
     out = args.output or args.bundle / "render.png"
     size = render_head(args.bundle, out, args.photo, args.engine, args.height, args.samples,
-                       tuple(args.preset))
+                       tuple(args.preset), args.crop)
     print(f"render_head: wrote {out} ({size[0]}x{size[1]})")
     return 0
 
