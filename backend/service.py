@@ -35,7 +35,7 @@ import time
 import traceback
 from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, BinaryIO, Callable, Protocol
 
 from . import __version__
@@ -115,7 +115,6 @@ class Job:
     cancel: threading.Event = field(default_factory=threading.Event)
     events: deque[Event] = field(default_factory=lambda: deque(maxlen=MAX_EVENTS_PER_JOB))
     seq: int = 0
-    result: dict[str, Any] | None = None
     finished_at: float = 0.0
 
     @property
@@ -153,6 +152,14 @@ def check_image(data: bytes) -> str:
     if width < 16 or height < 16:
         raise BadInputError(f"The image is too small ({width}x{height} pixels).")
     return IMAGE_FORMATS[fmt]
+
+
+def safe_stem(name: Any) -> str:
+    """A file stem made of word characters and dashes (at most 64), from an untrusted name."""
+    if not isinstance(name, str):
+        return "photo"
+    stem = re.sub(r"[^\w-]+", "_", PurePath(name.replace("\\", "/")).stem)[:64].strip("_")
+    return stem or "photo"
 
 
 def job_options(raw: Any, base: ReconstructOptions) -> ReconstructOptions:
@@ -209,7 +216,7 @@ class Service:
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         self.sink = sink
         self.max_upload = max_upload
-        self.keep_jobs = keep_jobs
+        self.keep_jobs = max(keep_jobs, 1)
         self.engine: EngineLike | None = None
         self.state = "loading"  # loading | ready | error | stopped
         self.load_error: tuple[str, str] | None = None
@@ -281,6 +288,7 @@ class Service:
 
     def _run(self, engine: EngineLike, job: Job) -> None:
         if job.cancel.is_set():
+            job.photo.unlink(missing_ok=True)
             self._finish(job, "cancelled", {"type": "error", "job": job.id, "code": "cancelled",
                                             "message": "Reconstruction cancelled."})
             return
@@ -306,25 +314,25 @@ class Service:
             if code == "internal":
                 traceback.print_exc(file=sys.stderr)
             shutil.rmtree(job.bundle_dir, ignore_errors=True)
-            self._finish(job, "cancelled" if code == "cancelled" else "error",
-                         {"type": "error", "job": job.id, "code": code, "message": error_message(exc)})
+            state = "cancelled" if code == "cancelled" else "error"
+            event = {"type": "error", "job": job.id, "code": code, "message": error_message(exc)}
         else:
-            job.result = result
-            self._finish(job, "done", {
-                "type": "result", "job": job.id, "bundle_dir": str(job.bundle_dir),
-                "files": sorted(p.name for p in job.bundle_dir.iterdir() if p.is_file()),
-                "warnings": [str(w) for w in result.get("warnings", [])],
-                "timings": result.get("timings", {}), "device": result.get("device")})
-        finally:
-            with self._lock:
-                self._current = None
-            job.photo.unlink(missing_ok=True)
-            self._prune()
+            state = "done"
+            event = {"type": "result", "job": job.id, "bundle_dir": str(job.bundle_dir),
+                     "files": sorted(p.name for p in job.bundle_dir.iterdir() if p.is_file()),
+                     "warnings": [str(w) for w in result.get("warnings", [])],
+                     "timings": result.get("timings", {}), "device": result.get("device")}
+        job.photo.unlink(missing_ok=True)
+        with self._lock:
+            self._current = None
+        self._finish(job, state, event)
 
     def _finish(self, job: Job, state: str, event: Event) -> None:
+        """Mark the job finished, prune old job folders, then tell the client."""
         with self._lock:
             job.state = state
             job.finished_at = time.monotonic()
+        self._prune()
         self._emit(job, event)
 
     def _prune(self) -> None:
@@ -363,8 +371,15 @@ class Service:
     def health(self) -> dict[str, Any]:
         return {"type": "health", **self._health_fields()}
 
-    def submit(self, data: bytes, options: Any, sink: Sink | None) -> Job:
+    def submit(self, data: bytes, options: Any, sink: Sink | None, name: str = "photo") -> Job:
         """Create a job from the photo bytes; the caller announces it, then calls ``enqueue``.
+
+        Args:
+            data: the photo file's bytes.
+            options: untrusted per-job options (JSON object or None).
+            sink: where the job's events go (stdio writer) or None (HTTP, polled).
+            name: the client's file name; only a sanitised stem of it is used (it names the
+                result's collection in Blender), the suffix comes from the detected format.
 
         Raises:
             RequestError: busy, engine failed to load, bad options or not an image.
@@ -387,7 +402,7 @@ class Service:
             job_id = secrets.token_hex(8)
             folder = self.jobs_dir / job_id
             folder.mkdir(mode=0o700)
-            photo = folder / f"photo{suffix}"
+            photo = folder / f"{safe_stem(name)}{suffix}"
             photo.write_bytes(data)
             job = Job(job_id, folder, photo, opts, sink)
             self._jobs[job_id] = job
@@ -525,7 +540,7 @@ def handle_line(service: Service, line: bytes, reply: Sink) -> bool:
             reply({"id": cid, **service.health()})
         elif kind == "reconstruct":
             data = _read_photo(msg.get("photo"), service.max_upload)
-            job = service.submit(data, msg.get("options"), reply)
+            job = service.submit(data, msg.get("options"), reply, name=msg["photo"])
             reply({"type": "accepted", "id": cid, "job": job.id})
             service.enqueue(job)
         elif kind == "cancel":

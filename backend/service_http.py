@@ -135,12 +135,13 @@ class _Handler(BaseHTTPRequestHandler):
         if len(query) > MAX_QUERY_CHARS:
             raise RequestError("bad_request", "Query string too long.", 414)
         data = self._read_body()
-        raw = _query(query).get("options", ["{}"])[-1]
+        params = _query(query)
+        raw = params.get("options", ["{}"])[-1]
         try:
             options = json.loads(raw)
         except (ValueError, RecursionError):
             raise RequestError("bad_request", "options must be URL-encoded JSON.") from None
-        job = self.service.submit(data, options, None)
+        job = self.service.submit(data, options, None, name=params.get("name", ["photo"])[-1])
         self.service.enqueue(job)
         self._send_json(202, {"type": "accepted", "job": job.id})
 

@@ -231,13 +231,13 @@ class Backend:
             self.status = "ready"
         elif kind == "error":
             code, message = str(ev.get("code", "internal")), str(ev.get("message", "Unknown error."))
-            is_job = job is not None and (ev.get("job") == job.id or ev.get("id") == job.request_id) \
-                and (ev.get("job") is not None or ev.get("id") is not None)
+            is_job = job is not None and ((ev.get("job") is not None and ev.get("job") == job.id)
+                                          or ev.get("id") == job.request_id)
             if is_job:
                 self._fail(job, code, message)
                 if self.status == "busy":
                     self.status = "ready"
-            elif ev.get("job") is None and ev.get("id") is None:
+            elif "id" not in ev and "job" not in ev:
                 # service-level: the engine could not load (missing model file, ...)
                 self._fail(job, code, message)
                 self.message = message
@@ -555,7 +555,8 @@ class RemoteBackend(Backend):
                  events: queue.Queue[dict[str, Any]]) -> None:
         try:
             data = Path(job.photo).read_bytes()
-            query = urllib.parse.urlencode({"options": json.dumps(options)})
+            query = urllib.parse.urlencode({"options": json.dumps(options),
+                                            "name": Path(job.photo).name})
             accepted = json.loads(self._request("POST", f"/v1/jobs?{query}", data))
             job_id = accepted["job"]
             events.put({"type": "accepted", "id": job.request_id, "job": job_id})
@@ -602,4 +603,32 @@ class _RemoteError(Exception):
 def make_backend(config: BackendConfig) -> Backend:
     """A remote backend when a URL is set, else a local process."""
     return RemoteBackend(config) if config.remote_url.strip() else LocalBackend(config)
+
+
+_SHARED: Backend | None = None
+
+
+def shared_backend(config: BackendConfig) -> Backend:
+    """The add-on's one backend for these settings. When the settings changed and the old
+    backend is not busy, it is stopped and replaced (a busy one is kept until its job ends)."""
+    global _SHARED
+    if _SHARED is not None and _SHARED.config != config and _SHARED.status != "busy":
+        _SHARED.stop()
+        _SHARED = None
+    if _SHARED is None:
+        _SHARED = make_backend(config)
+    return _SHARED
+
+
+def current_backend() -> Backend | None:
+    """The add-on's backend if one was made, without creating one."""
+    return _SHARED
+
+
+def stop_shared() -> None:
+    """Stop and forget the add-on's backend (add-on disabled)."""
+    global _SHARED
+    if _SHARED is not None:
+        _SHARED.stop()
+        _SHARED = None
 

@@ -91,7 +91,7 @@ class ServiceProcess:
 
     def wait_loaded(self, timeout: float = 300.0) -> dict[str, Any]:
         """Block until the engine is ready or failed; returns the ``ready``/``error`` event."""
-        return self.next(timeout, lambda m: "id" not in m and "job" not in m
+        return self.next(timeout, lambda m: "id" not in m and m.get("job") is None
                          and m.get("type") in ("ready", "error"))
 
     def close(self) -> int:
