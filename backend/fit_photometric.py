@@ -47,7 +47,7 @@ from .errors import BadInputError, Cancelled, ModelFileError
 from .flame import FLAME
 from .options import CancelFn, ProgressFn
 from .params import Camera, FitParams
-from .render import interpolate, interpolate_face_varying, rasterize, sh_basis, sh_shading, vertex_normals
+from .render import rasterize, sh_basis, sh_shading, vertex_normals
 from .uv import UVLayout
 
 MEAN_TEXTURE_RELPATH = "uv/mean_texture.jpg"
@@ -300,15 +300,20 @@ class _Scene:
         self.skin_uv = skin_uv  # (1, Ht, Wt) float
 
     def geometry(self, p: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Per-pixel uv (S, S, 2), unit normal (S, S, 3), coverage and skin masks (S, S) bool."""
+        """The M pixels the head covers: flat pixel index "pix" (M,), "uv" (M, 2), unit
+        "normal" (M, 3) (differentiable w.r.t. the parameters) and "skin" (M,) bool."""
         eyelids = p["eyelids"] if self.flame.eyelid_deltas is not None else None
         verts = self.flame(p["shape"], p["expression"], p["pose"], p["translation"], eyelids=eyelids).vertices
         c = self.cam
         frags = rasterize(verts, self.faces, c.focal, c.cx, c.cy, c.height, c.width)
-        uv = interpolate_face_varying(self.face_uvs, frags)[0]
-        normal = F.normalize(interpolate(vertex_normals(verts, self.faces), self.faces, frags)[0], dim=-1)
-        skin = frags.mask[0] & (_sample_uv(self.skin_uv, uv.detach(), mode="nearest")[..., 0] > 0.5)
-        return {"uv": uv, "normal": normal, "covered": frags.mask[0], "skin": skin}
+        pix = frags.mask[0].reshape(-1).nonzero()[:, 0]
+        face = frags.face_idx[0].reshape(-1)[pix]
+        bary = frags.bary[0].reshape(-1, 3)[pix, :, None]  # (M, 3, 1)
+        uv = (self.face_uvs[face] * bary).sum(1)
+        vn = vertex_normals(verts, self.faces)[0]
+        normal = F.normalize((vn[self.faces[face]] * bary).sum(1), dim=-1)
+        skin = _sample_uv(self.skin_uv, uv.detach(), mode="nearest")[:, 0] > 0.5
+        return {"pix": pix, "uv": uv, "normal": normal, "skin": skin}
 
 
 def _solve_sh(normal: torch.Tensor, albedo: torch.Tensor, target: torch.Tensor,
@@ -333,18 +338,19 @@ def _solve_sh(normal: torch.Tensor, albedo: torch.Tensor, target: torch.Tensor,
     return torch.stack(out, 1)[None].to(target.dtype)
 
 
-def _solve_appearance(geo: dict[str, torch.Tensor], mask: torch.Tensor, target: torch.Tensor,
-                      albedo: _Albedo, rounds: int) -> torch.Tensor:
+def _solve_appearance(uv: torch.Tensor, normal: torch.Tensor, tgt: torch.Tensor, albedo: _Albedo,
+                      rounds: int) -> torch.Tensor:
     """Lighting, then albedo, for fixed geometry (both robust, IRLS).
 
     The SH lighting is solved against the prior albedo (the mean texture), so it explains as
     much of the image as lighting can; the albedo gain and correction are then fitted to what
     remains. Done the other way round, the smooth correction would absorb the shading.
 
+    Args:
+        uv (N, 2), normal (N, 3), tgt (N, 3): the skin pixels.
     Returns:
         sh (1, 9, 3); ``albedo`` is refitted in place.
     """
-    uv, normal, tgt = geo["uv"][mask].detach(), geo["normal"][mask].detach(), target[mask]
     prior = _sample_uv(albedo.mean_tex, uv)
     omega = None
     for _ in range(rounds):
@@ -428,6 +434,7 @@ def fit_photometric(flame: FLAME, params: FitParams, image: torch.Tensor | np.nd
                                                   settings.size)
         target, valid = crop_image(img, x0, y0, side, settings.size)
         valid &= target.max(-1).values < SATURATED  # clipped highlights carry no shading
+        target, valid = target.reshape(-1, 3), valid.reshape(-1)
     scene = _Scene(flame, layout, crop_cam, skin_uv)
     albedo = _Albedo(mean_tex)
     timings = {"setup": time.perf_counter() - t_start}
@@ -437,12 +444,12 @@ def fit_photometric(flame: FLAME, params: FitParams, image: torch.Tensor | np.nd
     t0 = time.perf_counter()
     with torch.no_grad():
         geo = scene.geometry(p0)
-        mask = geo["skin"] & valid
-        if int(mask.sum()) < MIN_SKIN_PIXELS:
+        uv, normal, tgt = _skin(geo, target, valid)
+        if len(tgt) < MIN_SKIN_PIXELS:
             raise BadInputError("Too little skin of the fitted face is visible for photometric fitting.")
-        err0 = _photo_error(geo, mask, target, albedo, start.sh.to(device))
+        err0 = _photo_error(uv, normal, tgt, albedo, start.sh.to(device))
         check()
-        sh = _solve_appearance(geo, mask, target, albedo, settings.rounds)
+        sh = _solve_appearance(uv, normal, tgt, albedo, settings.rounds)
     timings["lighting"] = time.perf_counter() - t0
     report(0.2, "geometry")
 
@@ -458,13 +465,12 @@ def fit_photometric(flame: FLAME, params: FitParams, image: torch.Tensor | np.nd
     for it in range(n_iter):
         check()
         p = dict(p0, **{k: p0[k] + d for k, d in deltas.items()})
-        geo = scene.geometry(p)
-        mask = geo["skin"] & valid
+        uv, normal, tgt = _skin(scene.geometry(p), target, valid)
         if it > 0 and it % RESOLVE_EVERY == 0:
             with torch.no_grad():
-                sh = _solve_appearance(geo, mask, target, albedo, settings.rounds)
-        pred = albedo.at(geo["uv"]) * sh_shading(geo["normal"][None], sh)[0]
-        loss = _charbonnier(pred - target)[mask].mean()
+                sh = _solve_appearance(uv.detach(), normal.detach(), tgt, albedo, settings.rounds)
+        pred = albedo.at(uv) * sh_shading(normal[None, None], sh)[0, 0]
+        loss = _charbonnier(pred - tgt).mean()
         loss = loss + (W_SHAPE * deltas["shape"].square().sum() + W_EXPR * deltas["expression"].square().sum()
                        + W_POSE * deltas["pose"].square().sum() + W_TRANS * deltas["translation"].square().sum())
         if landmark_loss is not None:
@@ -480,24 +486,40 @@ def fit_photometric(flame: FLAME, params: FitParams, image: torch.Tensor | np.nd
         p = {k: (p0[k] + deltas[k]) if k in deltas else p0[k] for k in p0}
         if n_iter > 0:
             geo = scene.geometry(p)
-            mask = geo["skin"] & valid
-            sh = _solve_appearance(geo, mask, target, albedo, settings.rounds)
-        err1 = _photo_error(geo, mask, target, albedo, sh)
-        pred = albedo.at(geo["uv"]) * sh_shading(geo["normal"][None], sh)[0] * geo["covered"][..., None]
-        sh, albedo.log_gain = _unit_shading_gauge(sh, albedo.log_gain, geo["normal"][mask])
+            uv, normal, tgt = _skin(geo, target, valid)
+            sh = _solve_appearance(uv, normal, tgt, albedo, settings.rounds)
+        err1 = _photo_error(uv, normal, tgt, albedo, sh)
+        sh, albedo.log_gain = _unit_shading_gauge(sh, albedo.log_gain, normal)
+        size = settings.size
+        rendered = torch.zeros(size * size, 3, device=device)
+        rendered[geo["pix"]] = albedo.at(geo["uv"]) * sh_shading(geo["normal"][None, None], sh)[0, 0]
+        mask = torch.zeros(size * size, dtype=torch.bool, device=device)
+        mask[geo["pix"]] = geo["skin"] & valid[geo["pix"]]
         albedo_uv = albedo.texture().clamp(0, 1).permute(1, 2, 0).cpu().numpy().astype(np.float32)
     report(1.0, f"photometric error {err0:.3f} -> {err1:.3f}")
     return PhotometricResult(params=_to_params(p, sh, params.camera).detached(), albedo_uv=albedo_uv,
-                             rendered=pred.clamp(0, 1).cpu().numpy().astype(np.float32),
-                             mask=mask.cpu().numpy(), crop_camera=crop_cam, photo_error=(err0, err1),
+                             rendered=rendered.clamp(0, 1).reshape(size, size, 3).cpu().numpy(),
+                             mask=mask.reshape(size, size).cpu().numpy(), crop_camera=crop_cam,
+                             photo_error=(err0, err1),
                              timings={k: round(v, 3) for k, v in timings.items()})
 
 
-def _photo_error(geo: dict[str, torch.Tensor], mask: torch.Tensor, target: torch.Tensor,
-                 albedo: _Albedo, sh: torch.Tensor) -> float:
-    """Mean absolute colour error over the masked pixels."""
-    pred = albedo.at(geo["uv"][mask]) * sh_shading(geo["normal"][mask][None, None], sh)[0, 0]
-    return float((pred - target[mask]).abs().mean())
+def _skin(geo: dict[str, torch.Tensor], target: torch.Tensor,
+          valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """uv (N, 2), normal (N, 3) and photo colour (N, 3) of the usable skin pixels.
+
+    Args:
+        geo: from ``_Scene.geometry``; target: (S*S, 3) photo crop; valid: (S*S,) bool.
+    """
+    keep = geo["skin"] & valid[geo["pix"]]
+    return geo["uv"][keep], geo["normal"][keep], target[geo["pix"][keep]]
+
+
+def _photo_error(uv: torch.Tensor, normal: torch.Tensor, tgt: torch.Tensor, albedo: _Albedo,
+                 sh: torch.Tensor) -> float:
+    """Mean absolute colour error over the skin pixels (uv (N, 2), normal (N, 3), tgt (N, 3))."""
+    pred = albedo.at(uv) * sh_shading(normal[None, None], sh)[0, 0]
+    return float((pred - tgt).abs().mean())
 
 
 def _to_params(p: dict[str, torch.Tensor], sh: torch.Tensor, camera: Camera) -> FitParams:
