@@ -22,8 +22,6 @@ import warp as wp
 # Warp logs its start-up banner to stdout by default; the stdio service needs a clean stdout.
 wp.config.log_level = wp.LOG_WARNING
 
-_NO_HIT = -1
-
 
 @wp.kernel
 def _raycast_pinhole_kernel(
@@ -118,7 +116,7 @@ class _WarpMesh:
         indices = wp.array(faces.detach().reshape(-1).int().cpu().numpy(), dtype=wp.int32,
                            device=device)
         self.mesh = wp.Mesh(points=points, indices=indices)
-        self._indices = indices
+        self._indices = indices  # keep the index buffer alive as long as the mesh
 
     def matches(self, verts: torch.Tensor, faces: torch.Tensor) -> bool:
         return (self.n_verts == verts.shape[0] and self.faces.shape == faces.shape
@@ -159,27 +157,26 @@ def _check_mesh(verts: torch.Tensor, faces: torch.Tensor) -> None:
         raise ValueError(f"faces must be an integer (F, 3) tensor, got {tuple(faces.shape)}.")
 
 
-def pixel_rays(focal: float, cx: float, cy: float, H: int, W: int,
-               device: torch.device | str = "cpu") -> torch.Tensor:
+def pixel_rays(focal: float, cx: float, cy: float, H: int, W: int, device: torch.device | str = "cpu",
+               dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Unnormalized view-frame ray directions through pixel centres, with z = -1.
 
     Returns:
-        (H, W, 3) float32: ((j + 0.5 - cx) / f, (cy - i - 0.5) / f, -1).
+        (H, W, 3): ((j + 0.5 - cx) / f, (cy - i - 0.5) / f, -1).
     """
-    j = (torch.arange(W, device=device, dtype=torch.float32) + 0.5 - cx) / focal
-    i = (cy - torch.arange(H, device=device, dtype=torch.float32) - 0.5) / focal
+    j = (torch.arange(W, device=device, dtype=dtype) + 0.5 - cx) / focal
+    i = (cy - torch.arange(H, device=device, dtype=dtype) - 0.5) / focal
     return torch.stack([j[None, :].expand(H, W), i[:, None].expand(H, W),
-                        torch.full((H, W), -1.0, device=device)], dim=-1)
+                        torch.full((H, W), -1.0, device=device, dtype=dtype)], dim=-1)
 
 
-def ray_triangle_barycentrics(tri: torch.Tensor, dirs: torch.Tensor,
-                              origin: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Moller-Trumbore intersection of rays with their triangles (differentiable).
+def ray_triangle_barycentrics(tri: torch.Tensor, dirs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Moller-Trumbore intersection of rays from the view-frame origin with their triangles
+    (differentiable w.r.t. the vertices).
 
     Args:
         tri: (N, 3, 3) triangle vertices.
         dirs: (N, 3) ray directions (need not be normalized).
-        origin: (N, 3) or (3,) ray origins; None = the view-frame origin.
     Returns:
         bary (N, 3) barycentrics of the hit point w.r.t. tri[:, 0..2] (they sum to 1),
         t (N,) hit distance in units of |dirs|.
@@ -191,7 +188,7 @@ def ray_triangle_barycentrics(tri: torch.Tensor, dirs: torch.Tensor,
     # Rays that warp reports as hits are never parallel; guard against float round-off only.
     tiny = 1e-12
     det = torch.where(det.abs() < tiny, torch.full_like(det, tiny) * torch.where(det < 0, -1.0, 1.0), det)
-    s = -v0 if origin is None else origin - v0
+    s = -v0  # origin - v0
     q = torch.linalg.cross(s, e1, dim=-1)
     u = (s * p).sum(-1) / det
     v = (dirs * q).sum(-1) / det
@@ -225,7 +222,7 @@ def rasterize(verts_view: torch.Tensor, faces: torch.Tensor, focal: float, cx: f
     mask = face_idx >= 0
     b_idx, i_idx, j_idx = mask.nonzero(as_tuple=True)
     hit_faces = face_idx[b_idx, i_idx, j_idx]
-    dirs = pixel_rays(focal, cx, cy, H, W, device).to(verts_view.dtype)[i_idx, j_idx]
+    dirs = pixel_rays(focal, cx, cy, H, W, device, verts_view.dtype)[i_idx, j_idx]
     tri = verts_view[b_idx[:, None], faces[hit_faces]]  # (N, 3, 3)
     bary_hit, t_hit = ray_triangle_barycentrics(tri, dirs)
     bary = verts_view.new_zeros((B, H, W, 3)).index_put((b_idx, i_idx, j_idx), bary_hit)

@@ -90,8 +90,8 @@ def _match_faces(model_faces: np.ndarray, obj_faces: np.ndarray, obj_ft: np.ndar
         raise ModelFileError("The UV template's faces do not match the FLAME model's faces.")
     # Key each triangle by its sorted vertex triple, then map model face -> OBJ face.
     n = int(max(model_faces.max(), obj_faces.max())) + 1
-    key = lambda f: np.sort(f, axis=1) @ np.array([n * n, n, 1], dtype=np.int64)  # noqa: E731
-    obj_keys, model_keys = key(obj_faces), key(model_faces)
+    radix = np.array([n * n, n, 1], dtype=np.int64)
+    obj_keys, model_keys = np.sort(obj_faces, axis=1) @ radix, np.sort(model_faces, axis=1) @ radix
     order = np.argsort(obj_keys)
     pos = np.searchsorted(obj_keys[order], model_keys)
     pos = np.clip(pos, 0, len(order) - 1)

@@ -83,7 +83,7 @@ def test_perspective_correct_on_tilted_plane() -> None:
     frags = rasterize(v, faces, F, CX, CY, H, W)
     mask = frags.mask[0]
     assert mask.sum() > 100
-    d = pixel_rays(F, CX, CY, H, W).double()
+    d = pixel_rays(F, CX, CY, H, W, dtype=torch.float64)
     t = 2.0 / (1.0 - 0.8 * d[..., 0])  # -t = -(2 + 0.8 t dx)
     expected = d * t[..., None]
     got = interpolate(v, faces, frags)[0]
