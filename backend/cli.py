@@ -1,4 +1,4 @@
-"""Command line: ``headrecon reconstruct|serve|setup-weights`` (also ``python -m backend``).
+"""Command line: ``headrecon reconstruct|serve|capture|setup-weights`` (also ``python -m backend``).
 
 Exit codes: 0 success, 2 bad input (not an image, unreadable, no face), 3 missing or
 invalid model file, 130 cancelled, 1 anything else. Errors are one sentence on stderr.
@@ -57,6 +57,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--flame", default=None)
     s.add_argument("--assets", default=None)
 
+    c = sub.add_parser("capture", help="ARKit weights + head/eye rotations of a photo, video or "
+                       "image folder for a reconstructed head; Live Link Face CSV and/or JSON")
+    c.add_argument("input", help="photo, video file or folder of images (natural order)")
+    c.add_argument("--bundle", required=True, help="result bundle of the head (its identity)")
+    c.add_argument("-o", "--output", required=True, action="append",
+                   help="OUT.csv (Live Link Face) or OUT.json; may be given twice")
+    c.add_argument("--fps", type=float, default=None, help="frame rate (default: the video's, else 30)")
+    c.add_argument("--smooth", type=float, default=1.0, help="Gaussian sigma in frames (0: off)")
+    c.add_argument("--device", default="auto")
+    c.add_argument("--flame", default=None)
+    c.add_argument("--assets", default=None)
+
     w = sub.add_parser("setup-weights", help="extract model files into weights/")
     w.add_argument("--assets", default=None)
     return p
@@ -86,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
             from .service import serve_main
 
             return serve_main(args)
+        if args.command == "capture":
+            from .capture import capture_main
+
+            return capture_main(args, progress=_stderr_progress())
         if args.command == "setup-weights":
             from .setup_weights import setup_weights
 

@@ -1,0 +1,408 @@
+"""Facial performance capture: ARKit weights plus jaw, eye and head rotations of a known
+identity, from one photo or from every frame of a video / image sequence.
+
+Each frame goes through MediaPipe (``engine.detector``) and :func:`backend.fit_arkit.fit_arkit`
+with the identity's adapted ARKit shapes (:class:`CaptureModel`). In a sequence the first
+frame (and the first after a frame without a face) is fitted from scratch; every other frame
+starts from the previous frame's head pose and translation and runs fewer iterations.
+Frames where no face is found are marked (``face_found = False``) and filled by linear
+interpolation between their neighbours (held at the ends). Finally the weights, rotations
+and translations are smoothed over time by a zero-phase Gaussian filter (``smoothing`` =
+its sigma in frames, 0 = off), then the weights are clipped back to [0, 1].
+
+Rotations are FLAME-frame axis-angle vectors (radians) of the joints ``root`` (the head
+relative to the camera; the fit keeps ``neck`` at 0), ``neck``, ``jaw``, ``eye_L``, ``eye_R``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Iterator, Sized
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import BadInputError, Cancelled
+from .fit_arkit import arkit_flame, fit_arkit
+from .options import CancelFn, ProgressFn
+from .params import FitParams
+
+JOINTS: tuple[str, ...] = ("root", "neck", "jaw", "eye_L", "eye_R")
+IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+COLD_ITERATIONS = 40  # LM iterations of a frame fitted from scratch (fit_arkit's default)
+WARM_ITERATIONS = 12  # LM iterations of a frame started from the previous one
+DEFAULT_FPS = 30.0
+DEFAULT_SMOOTHING = 1.0  # Gaussian sigma in frames
+VIDEO_MAX_SIDE = 640  # frames are downscaled to this longer side before fitting
+
+
+@dataclass
+class FrameResult:
+    """The capture of one photo or video frame.
+
+    Attributes:
+        index: frame number in the sequence (0 for a photo).
+        time_s: index / fps.
+        face_found: False when no face was detected (values interpolated from neighbours).
+        weights: ARKit name -> weight in [0, 1].
+        rotations: joint name (``JOINTS``) -> (3,) axis-angle, FLAME frame, radians.
+        translation: (3,) view-frame translation of the head, metres.
+        rms_px: landmark RMS error of the fit in pixels of the fitted image (None without a face).
+    """
+
+    index: int
+    time_s: float
+    face_found: bool
+    weights: dict[str, float]
+    rotations: dict[str, list[float]]
+    translation: list[float]
+    rms_px: float | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class CaptureModel:
+    """The ARKit expression space of one identity, ready for :func:`fit_arkit`.
+
+    Args:
+        engine: a warm ``backend.pipeline.Engine`` (model, embedding, detector, device).
+        identity_shape: (S',) identity coefficients (a bundle's ``identity``); S' <= S of the
+            engine's model, missing ones are 0.
+    Raises:
+        BadInputError: more identity coefficients than the model has, or non-finite values.
+        ModelFileError: the ARKit shapes file is missing (run ./setup.sh).
+    """
+
+    def __init__(self, engine: Any, identity_shape: np.ndarray | list[float]):
+        from .arkit import arkit_for_identity, load_arkit_on_flame
+
+        model = engine.model
+        shape = np.asarray(identity_shape, dtype=np.float64).reshape(-1)
+        n_shape = model.shapedirs.shape[2]
+        if len(shape) > n_shape or not np.isfinite(shape).all():
+            raise BadInputError(f"The identity has {len(shape)} coefficients (finite values, at "
+                                f"most {n_shape} for the model {model.name}) expected.")
+        names, deltas = getattr(engine, "arkit", None) or load_arkit_on_flame()
+        v_neutral = model.v_template + model.shapedirs[:, :, :len(shape)] @ shape
+        adapted = arkit_for_identity(deltas, v_neutral, model.v_template, model.faces)
+        self.engine = engine
+        self.names: list[str] = list(names)
+        self.flame = arkit_flame(model, adapted).to(engine.device)
+        full = np.zeros(n_shape, np.float32)
+        full[:len(shape)] = shape
+        self.shape = torch.from_numpy(full)[None].to(engine.device)
+
+    def fit(self, rgb: np.ndarray, points: np.ndarray, init: FitParams | None,
+            iterations: int, cancel: CancelFn | None) -> tuple[FrameResult, FitParams]:
+        """Fit one frame whose MediaPipe points are known.
+
+        Args:
+            rgb: (H, W, 3) uint8 frame (its size sets the default camera).
+            points: (478, 3) MediaPipe points in pixels of ``rgb``.
+            init: previous frame's params (pose/translation start) or None.
+            iterations: LM iterations.
+        Returns:
+            (FrameResult with index 0, the fitted FitParams).
+        """
+        h, w = rgb.shape[:2]
+        fit = fit_arkit(self.flame, self.engine.embedding, points, self.shape, self.names,
+                        image_size=(w, h), init=init, iterations=iterations, cancel=cancel)
+        pose = fit.params.pose[0].detach().cpu().numpy().astype(np.float64)
+        result = FrameResult(
+            index=0, time_s=0.0, face_found=True,
+            weights={n: float(v) for n, v in zip(self.names, fit.weights)},
+            rotations={j: pose[k].tolist() for k, j in enumerate(JOINTS)},
+            translation=fit.params.translation[0].detach().cpu().numpy().astype(float).tolist(),
+            rms_px=round(float(fit.rms_px), 4), timings=dict(fit.timings))
+        return result, fit.params
+
+
+def capture_photo(engine: Any, identity_shape: np.ndarray | list[float],
+                  photo: str | os.PathLike[str] | np.ndarray, max_side: int = 1024,
+                  cancel: CancelFn | None = None) -> FrameResult:
+    """ARKit weights and jaw/eye/head rotations of the face in one photo.
+
+    Args:
+        engine: warm ``Engine``.
+        identity_shape: (S',) identity coefficients of the head.
+        photo: image path or (H, W, 3) uint8 RGB array.
+        max_side: the photo is downscaled to this longer side.
+    Raises:
+        BadInputError: unreadable photo or no face. Cancelled: ``cancel()`` returned True.
+    """
+    from .image_io import load_image
+
+    rgb = load_image(photo, max_side=max_side).rgb if not isinstance(photo, np.ndarray) \
+        else _checked_rgb(photo)
+    face, _ = engine.detector.detect_face(rgb)
+    result, _ = CaptureModel(engine, identity_shape).fit(rgb, face.points, None, COLD_ITERATIONS,
+                                                         cancel)
+    return result
+
+
+def _checked_rgb(rgb: np.ndarray) -> np.ndarray:
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise BadInputError(f"A frame must be an (H, W, 3) uint8 RGB array, not {rgb.dtype} "
+                            f"{rgb.shape}.")
+    return rgb
+
+
+def _natural_key(path: Path) -> list[Any]:
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path.name)]
+
+
+def image_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """Image files of a folder in natural order (``f2.png`` before ``f10.png``)."""
+    files = [p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    if not files:
+        raise BadInputError(f"The folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)}).")
+    return sorted(files, key=_natural_key)
+
+
+def _downscale(rgb: np.ndarray, max_side: int) -> np.ndarray:
+    import cv2
+
+    scale = max_side / max(rgb.shape[:2])
+    if scale >= 1.0:
+        return rgb
+    size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale)))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+
+
+@dataclass
+class FrameSource:
+    """Frames of a video, an image folder or arrays: ``frames`` yields (H, W, 3) uint8 RGB.
+
+    Attributes:
+        frames: the frame iterator.
+        count: number of frames when known (for progress), else None.
+        fps: frame rate of the source (the video's, else None).
+    """
+
+    frames: Iterator[np.ndarray]
+    count: int | None
+    fps: float | None
+
+
+def open_frames(source: str | os.PathLike[str] | Iterable[np.ndarray],
+                max_side: int = VIDEO_MAX_SIDE) -> FrameSource:
+    """Open a video file (OpenCV), a folder of images (natural order) or an iterable of arrays.
+
+    Raises:
+        BadInputError: missing path, unreadable video, empty folder.
+    """
+    if not isinstance(source, (str, os.PathLike)):
+        count = len(source) if isinstance(source, Sized) else None
+        return FrameSource((_downscale(_checked_rgb(f), max_side) for f in source), count, None)
+    path = Path(source)
+    if path.is_dir():
+        from .image_io import load_image
+
+        files = image_files(path)
+        return FrameSource((load_image(f, max_side=max_side).rgb for f in files), len(files), None)
+    if not path.is_file():
+        raise BadInputError(f"Video or image folder not found: {path}.")
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise BadInputError(f"{path.name} cannot be read as a video.")
+    count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    fps = float(cap.get(cv2.CAP_PROP_FPS)) or None
+
+    def read() -> Iterator[np.ndarray]:
+        try:
+            while True:
+                ok, bgr = cap.read()
+                if not ok:
+                    return
+                yield _downscale(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), max_side)
+        finally:
+            cap.release()
+
+    return FrameSource(read(), count, fps)
+
+
+def gaussian_smooth(values: np.ndarray, sigma: float) -> np.ndarray:
+    """Zero-phase Gaussian filter along axis 0; the kernel is renormalised at the ends.
+
+    Args:
+        values: (N, ...) per-frame values.
+        sigma: standard deviation in frames (<= 0: unchanged copy).
+    Returns:
+        (N, ...) smoothed values.
+    """
+    values = np.asarray(values, np.float64)
+    if sigma <= 0 or len(values) < 2:
+        return values.copy()
+    radius = int(np.ceil(3.0 * sigma))
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    flat = values.reshape(len(values), -1)
+    out = np.empty_like(flat)
+    for i in range(len(flat)):
+        lo, hi = max(0, i - radius), min(len(flat), i + radius + 1)
+        k = taps[lo - i + radius:hi - i + radius]
+        out[i] = k @ flat[lo:hi] / k.sum()
+    return out.reshape(values.shape)
+
+
+def _fill_missing(values: np.ndarray, found: np.ndarray) -> np.ndarray:
+    """Linear interpolation over frames where ``found`` is False (held at the ends)."""
+    idx = np.arange(len(values))
+    flat = values.reshape(len(values), -1).copy()
+    for c in range(flat.shape[1]):
+        flat[~found, c] = np.interp(idx[~found], idx[found], flat[found, c])
+    return flat.reshape(values.shape)
+
+
+def smooth_results(results: list[FrameResult], smoothing: float) -> list[FrameResult]:
+    """Interpolate frames without a face, then smooth weights, rotations and translations.
+
+    Args:
+        results: per-frame fits (frames without a face may hold anything).
+        smoothing: Gaussian sigma in frames (0: interpolation only).
+    Returns:
+        New FrameResults (same order, ``face_found`` and ``rms_px`` kept); weights in [0, 1].
+    Raises:
+        BadInputError: no frame has a face.
+    """
+    found = np.array([r.face_found for r in results], bool)
+    if not found.any():
+        raise BadInputError("No face was found in any frame.")
+    names = list(next(r for r in results if r.face_found).weights)
+    w = np.array([[r.weights.get(n, 0.0) for n in names] for r in results])
+    rot = np.array([[r.rotations.get(j, [0.0] * 3) for j in JOINTS] for r in results])
+    trans = np.array([r.translation for r in results])
+    w, rot, trans = (gaussian_smooth(_fill_missing(a, found), smoothing) for a in (w, rot, trans))
+    w = np.clip(w, 0.0, 1.0)
+    return [replace(r, weights={n: float(v) for n, v in zip(names, w[i])},
+                    rotations={j: rot[i, k].tolist() for k, j in enumerate(JOINTS)},
+                    translation=trans[i].tolist()) for i, r in enumerate(results)]
+
+
+def capture_sequence(engine: Any, identity_shape: np.ndarray | list[float],
+                     frames: str | os.PathLike[str] | Iterable[np.ndarray],
+                     fps: float | None = None, smoothing: float = DEFAULT_SMOOTHING,
+                     progress: ProgressFn | None = None, cancel: CancelFn | None = None,
+                     max_side: int = VIDEO_MAX_SIDE) -> tuple[list[FrameResult], float]:
+    """Capture every frame of a video, an image folder or an iterable of RGB arrays.
+
+    Args:
+        engine: warm ``Engine``.
+        identity_shape: (S',) identity coefficients of the head.
+        frames: video path, folder of images, or iterable of (H, W, 3) uint8 RGB arrays.
+        fps: frame rate for ``time_s``; None = the video's, else 30.
+        smoothing: Gaussian sigma in frames (0 = off).
+        progress: ``progress("capture", fraction, "frame i/N")`` after every frame.
+        cancel: returns True to stop (checked before every frame and inside the fits).
+        max_side: frames are downscaled to this longer side.
+    Returns:
+        (one FrameResult per frame, the fps used).
+    Raises:
+        BadInputError: unreadable source, no frames, no face in any frame.
+        Cancelled: ``cancel()`` returned True.
+    """
+    source = open_frames(frames, max_side)
+    rate = float(fps or source.fps or DEFAULT_FPS)
+    if rate <= 0:
+        raise BadInputError(f"The frame rate must be positive, not {rate}.")
+    model = CaptureModel(engine, identity_shape)
+    results: list[FrameResult] = []
+    init: FitParams | None = None
+    for i, rgb in enumerate(source.frames):
+        if cancel is not None and cancel():
+            raise Cancelled("Capture cancelled.")
+        faces = engine.detector.detect_faces(rgb)
+        if faces:
+            iterations = COLD_ITERATIONS if init is None else WARM_ITERATIONS
+            res, init = model.fit(rgb, faces[0].points, init, iterations, cancel)
+            res = replace(res, index=i, time_s=i / rate)
+        else:
+            init = None
+            res = FrameResult(index=i, time_s=i / rate, face_found=False, weights={},
+                              rotations={}, translation=[0.0, 0.0, 0.0])
+        results.append(res)
+        if progress is not None:
+            total = source.count or 0
+            frac = min((i + 1) / total, 1.0) if total else 0.0
+            progress("capture", round(frac, 4), f"frame {i + 1}" + (f"/{total}" if total else ""))
+    if not results:
+        raise BadInputError(f"No frames could be read from {frames}.")
+    return smooth_results(results, smoothing), rate
+
+
+# ------------------------------------------------------------------ command line
+def bundle_identity(bundle: str | os.PathLike[str]) -> list[float]:
+    """The ``identity`` coefficients of a result bundle's result.json.
+
+    Raises:
+        BadInputError: no readable result.json with a list of numbers under ``identity``.
+    """
+    import json
+
+    path = Path(bundle) / "result.json" if Path(bundle).is_dir() else Path(bundle)
+    try:
+        identity = json.loads(path.read_text(encoding="utf-8"))["identity"]
+        values = [float(v) for v in identity]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BadInputError(f"{path} is not a result bundle with an identity ({exc}).") from None
+    return values
+
+
+def write_outputs(outputs: list[str], results: list[FrameResult], fps: float,
+                  meta: dict[str, Any]) -> None:
+    """Write the results as Live Link Face CSV (``.csv``) and/or JSON (``.json``) files."""
+    import json
+
+    from headrecon_addon import livelink
+
+    for out in outputs:
+        path = Path(out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix.lower() == ".json":
+            doc = dict(meta, format="headrecon-capture", version=1, fps=fps, joints=list(JOINTS),
+                       frames=[r.to_dict() for r in results])
+            path.write_text(json.dumps(doc, indent=1))
+        else:
+            # timecodes need a whole rate: 29.97 fps video is written at 30 (frames unchanged)
+            take = livelink.LiveLinkTake(float(max(1, round(fps))), [livelink.frame_from_capture(
+                r.index, r.weights, r.rotations) for r in results])
+            try:
+                livelink.write_csv(path, take)
+            except livelink.LiveLinkError as exc:
+                raise BadInputError(str(exc)) from None
+
+
+def capture_main(args: Any, progress: ProgressFn | None = None) -> int:
+    """``headrecon capture INPUT --bundle DIR -o OUT.csv|OUT.json [--fps N] [--smooth S]``."""
+    import sys
+
+    from .options import ReconstructOptions
+    from .pipeline import get_engine
+
+    bad = [o for o in args.output if Path(o).suffix.lower() not in (".csv", ".json")]
+    if bad:
+        raise BadInputError(f"Output {bad[0]} must end in .csv (Live Link Face) or .json.")
+    if args.fps is not None and args.fps <= 0:
+        raise BadInputError(f"--fps must be positive, not {args.fps:g}.")
+    identity = bundle_identity(args.bundle)
+    engine = get_engine(ReconstructOptions(device=args.device, flame=args.flame, assets=args.assets))
+    source = Path(args.input)
+    meta = {"input": source.name, "bundle": str(Path(args.bundle).resolve())}
+    if source.is_file() and source.suffix.lower() in IMAGE_SUFFIXES:
+        results, fps = [capture_photo(engine, identity, source)], float(args.fps or DEFAULT_FPS)
+    else:
+        results, fps = capture_sequence(engine, identity, source, fps=args.fps,
+                                        smoothing=args.smooth, progress=progress)
+    write_outputs(args.output, results, fps, meta)
+    missing = sum(not r.face_found for r in results)
+    print(f"headrecon: captured {len(results)} frame(s)" + (f", {missing} without a face "
+          "(interpolated)" if missing else "") + f"; wrote {', '.join(args.output)}",
+          file=sys.stderr)
+    return 0

@@ -1,0 +1,209 @@
+"""Performance capture (backend/capture.py) on real photos of ../shared/eval/photos.
+
+Identity: the dev model's mean head (no coefficients) for the photo tests, a development
+bundle's random identity for the CLI. The "video" is made in the test from one real photo
+(expression_5.jpg, a smile): small shifts and scalings of it per frame, one grey frame
+without a face, written with cv2.VideoWriter (MJPG) to tmp_path.
+
+Thresholds: weights are ARKit units (0..1); a smile / an open mouth must raise its weights
+by a clear margin over a photo without it. Landmark RMS in pixels of the fitted image.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from backend.bundle import write_dev_bundle
+from backend.capture import (JOINTS, CaptureModel, FrameResult, capture_photo, capture_sequence,
+                             gaussian_smooth, image_files, smooth_results)
+from backend.errors import BadInputError, Cancelled
+from backend.image_io import load_image
+from backend.pipeline import Engine
+from headrecon_addon import livelink
+
+MAX_SIDE = 512
+MAX_RMS_PX = 4.0
+MARGIN = 0.3  # smile / jawOpen weight above the photo without it
+JITTER_FACTOR = 2.0  # smoothing (sigma 2 frames) lowers the mean frame-to-frame change by this
+FPS = 24
+
+
+@pytest.fixture(scope="module")
+def engine() -> Engine:
+    return Engine()
+
+
+@pytest.fixture(scope="module")
+def photos(eval_dir: Path) -> dict[int, Path]:
+    return {i: eval_dir / "photos" / f"expression_{i}.jpg" for i in (4, 5, 6)}
+
+
+@pytest.fixture(scope="module")
+def fits(engine: Engine, photos: dict[int, Path]) -> dict[int, FrameResult]:
+    return {i: capture_photo(engine, [], p, max_side=MAX_SIDE) for i, p in photos.items()}
+
+
+def _smile(r: FrameResult) -> float:
+    return 0.5 * (r.weights["mouthSmileLeft"] + r.weights["mouthSmileRight"])
+
+
+def test_photo_weights_rotations_and_fit(fits: dict[int, FrameResult]) -> None:
+    for i, r in fits.items():
+        w = np.array(list(r.weights.values()))
+        print(f"expression_{i}: rms {r.rms_px:.2f} px, smile {_smile(r):.2f}, "
+              f"jawOpen {r.weights['jawOpen']:.2f}, root {np.round(r.rotations['root'], 3)}")
+        assert r.face_found and len(w) >= 51
+        assert ((w >= 0.0) & (w <= 1.0)).all()
+        assert set(r.rotations) == set(JOINTS) and r.rotations["neck"] == [0.0, 0.0, 0.0]
+        assert r.rms_px < MAX_RMS_PX
+        assert r.translation[2] < 0  # in front of the camera
+
+
+def test_smile_raises_mouth_smile(fits: dict[int, FrameResult]) -> None:
+    """expression_5 smiles, expression_4 (surprised, rounded mouth) does not."""
+    assert _smile(fits[5]) > 0.4
+    assert _smile(fits[5]) > _smile(fits[4]) + MARGIN
+
+
+def test_open_mouth_raises_jaw_open(fits: dict[int, FrameResult]) -> None:
+    """expression_6 laughs with the mouth wide open, expression_5 smiles with closed lips.
+    The open mouth shows up in jawOpen plus the jaw joint's opening rotation (+X)."""
+    opening = {i: fits[i].weights["jawOpen"] + fits[i].rotations["jaw"][0] for i in (5, 6)}
+    assert fits[6].weights["jawOpen"] > 0.2
+    assert opening[6] > opening[5] + 0.2
+
+
+def _frames(photo: Path) -> list[np.ndarray]:
+    """7 frames of 320x320: the photo shifted and scaled a little per frame; frame 3 is grey."""
+    rgb = load_image(photo, max_side=320).rgb
+    h, w = rgb.shape[:2]
+    out = []
+    for i, (dx, dy, s) in enumerate([(0, 0, 1.0), (3, -2, 1.02), (-2, 3, 0.98), (0, 0, 1.0),
+                                     (4, 1, 1.03), (-3, -3, 0.97), (1, 2, 1.01)]):
+        if i == 3:
+            out.append(np.full((320, 320, 3), 128, np.uint8))
+            continue
+        m = np.array([[s, 0, dx + (1 - s) * w / 2], [0, s, dy + (1 - s) * h / 2]], np.float32)
+        out.append(cv2.resize(cv2.warpAffine(rgb, m, (w, h), borderMode=cv2.BORDER_REPLICATE),
+                              (320, 320), interpolation=cv2.INTER_AREA))
+    return out
+
+
+def _write_video(frames: list[np.ndarray], path: Path) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), FPS, (320, 320))
+    assert writer.isOpened()
+    for f in frames:
+        writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+def _jitter(results: list[FrameResult]) -> float:
+    w = np.array([list(r.weights.values()) for r in results])
+    return float(np.abs(np.diff(w, axis=0)).mean())
+
+
+def test_video_sequence_missing_frame_and_smoothing(engine: Engine, photos: dict[int, Path],
+                                                    tmp_path: Path) -> None:
+    video = _write_video(_frames(photos[5]), tmp_path / "take.avi")
+    seen: list[tuple[float, str]] = []
+    raw, fps = capture_sequence(engine, [], video, smoothing=0.0,
+                                progress=lambda s, f, m: seen.append((f, m)))
+    assert fps == FPS and len(raw) == 7
+    assert [r.index for r in raw] == list(range(7))
+    assert [r.time_s for r in raw] == pytest.approx([i / FPS for i in range(7)])
+    assert [r.face_found for r in raw] == [True, True, True, False, True, True, True]
+    assert raw[3].rms_px is None
+    # the missing frame is the mean of its neighbours (linear interpolation, 1e-9)
+    for name in raw[0].weights:
+        assert raw[3].weights[name] == pytest.approx(
+            0.5 * (raw[2].weights[name] + raw[4].weights[name]), abs=1e-9)
+    assert raw[3].rotations["jaw"] == pytest.approx(
+        (0.5 * (np.array(raw[2].rotations["jaw"]) + raw[4].rotations["jaw"])).tolist(), abs=1e-9)
+    assert seen[-1] == (1.0, "frame 7/7")
+    for r in raw:
+        if r.face_found:
+            assert r.rms_px < MAX_RMS_PX
+            assert _smile(r) > 0.4  # the smile is captured in every frame
+    smoothed = smooth_results(raw, 2.0)
+    print(f"jitter raw {_jitter(raw):.4f}, smoothed {_jitter(smoothed):.4f}")
+    assert _jitter(smoothed) * JITTER_FACTOR < _jitter(raw)
+    assert all(0.0 <= v <= 1.0 for r in smoothed for v in r.weights.values())
+
+
+def test_gaussian_smooth() -> None:
+    const = np.full((9, 2), 0.7)
+    np.testing.assert_allclose(gaussian_smooth(const, 1.5), const, atol=1e-12)
+    impulse = np.zeros(41)
+    impulse[20] = 1.0
+    out = gaussian_smooth(impulse, 2.0)
+    assert out.sum() == pytest.approx(1.0, abs=1e-6) and out.argmax() == 20
+    assert out[18] == pytest.approx(out[22], abs=1e-12)  # zero phase
+    np.testing.assert_array_equal(gaussian_smooth(impulse, 0.0), impulse)
+
+
+def test_bad_inputs_and_cancel(engine: Engine, tmp_path: Path) -> None:
+    with pytest.raises(BadInputError, match="not found"):
+        capture_sequence(engine, [], tmp_path / "missing.mp4")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BadInputError, match="holds no images"):
+        capture_sequence(engine, [], tmp_path / "empty")
+    (tmp_path / "notvideo.mp4").write_text("hello")
+    with pytest.raises(BadInputError, match="cannot be read as a video"):
+        capture_sequence(engine, [], tmp_path / "notvideo.mp4")
+    with pytest.raises(BadInputError, match="coefficients"):
+        CaptureModel(engine, np.zeros(engine.model.shapedirs.shape[2] + 1))
+    grey = [np.full((64, 64, 3), 100, np.uint8)] * 2
+    with pytest.raises(BadInputError, match="No face was found in any frame"):
+        capture_sequence(engine, [], grey)
+    with pytest.raises(Cancelled):
+        capture_sequence(engine, [], grey, cancel=lambda: True)
+    with pytest.raises(BadInputError, match="uint8 RGB"):
+        capture_sequence(engine, [], [np.zeros((8, 8), np.float32)])
+
+
+def test_image_files_natural_order(tmp_path: Path) -> None:
+    for name in ("f10.png", "f2.png", "f1.jpg", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    assert [p.name for p in image_files(tmp_path)] == ["f1.jpg", "f2.png", "f10.png"]
+
+
+def test_cli_capture_folder_to_csv_and_json(repo_root: Path, assets_dir: Path,
+                                            photos: dict[int, Path], tmp_path: Path) -> None:
+    """A real backend process on a 2-image folder (natural order f2 before f10), for a dev
+    bundle's identity; the CSV reads back with the Live Link reader and matches the JSON."""
+    write_dev_bundle(tmp_path / "bundle", seed=2, assets=assets_dir)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    frames = _frames(photos[5])
+    cv2.imwrite(str(folder / "f2.png"), cv2.cvtColor(frames[0], cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(folder / "f10.png"), cv2.cvtColor(frames[1], cv2.COLOR_RGB2BGR))
+    out_csv, out_json = tmp_path / "out" / "take.csv", tmp_path / "out" / "take.json"
+    cmd = [sys.executable, "-m", "backend", "capture", str(folder), "--bundle",
+           str(tmp_path / "bundle"), "-o", str(out_csv), "-o", str(out_json), "--fps", "30",
+           "--smooth", "0"]
+    proc = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads(out_json.read_text())
+    assert doc["format"] == "headrecon-capture" and doc["fps"] == 30 and len(doc["frames"]) == 2
+    take = livelink.read_csv(out_csv, 30.0)
+    assert [f.frame for f in take.frames] == [0, 1]
+    with out_csv.open() as f:
+        assert next(csv.reader(f)) == list(livelink.HEADER)
+    for fr, js in zip(take.frames, doc["frames"]):
+        for name, v in js["weights"].items():
+            assert fr.weights[name] == pytest.approx(v, rel=1e-7, abs=1e-9)
+        head = livelink.axis_angle_to_euler(js["rotations"]["root"])
+        assert fr.rotations["Head"] == pytest.approx(head, abs=1e-7)
+
+    bad = subprocess.run(cmd[:-8] + ["-o", str(tmp_path / "x.txt")], cwd=repo_root,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "must end in .csv" in bad.stderr
