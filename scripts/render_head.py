@@ -4,7 +4,7 @@ Usage::
 
     python scripts/render_head.py BUNDLE [-o OUT.png] [--photo PHOTO] [--engine WORKBENCH|CYCLES]
                                   [--height 384] [--samples 16] [--preset JAW_OPEN ...]
-                                  [--no-crop]
+                                  [--preset-mode ADD|REPLACE] [--no-crop]
 
 Runs Blender as a Python module (bpy): the extension is registered straight from this
 checkout, the bundle is imported with ``headrecon.import_bundle`` and rendered through the
@@ -13,7 +13,7 @@ docs/ARCHITECTURE.md "Coordinates and camera"), so the render lines up with the 
 The PNG shows the photo, the render, the render laid over the photo (the photo is found
 with ``--photo``, else by its file name in the bundle folder; without one only the renders
 are written), then one render per ``--preset``: the expression preset added to the captured
-face with the extension's own operators. Every panel shows the same square region of the
+face (``--preset-mode REPLACE``: on a neutral face) with the extension's own operators. Every panel shows the same square region of the
 photo around the head (``--no-crop``: the whole photo), ``--height`` pixels high.
 Workbench (textured, studio light) or Cycles on the CPU (sky light and a key light).
 """
@@ -222,9 +222,9 @@ def compose(renders: list[Path], photo: Path | None, box: tuple[float, float, fl
 
 def render_head(bundle: Path, out: Path, photo: Path | None = None, engine: str = "WORKBENCH",
                 height: int = 384, samples: int = 16, presets: tuple[str, ...] = (),
-                crop: bool = True) -> tuple[int, int]:
+                crop: bool = True, preset_mode: str = "ADD") -> tuple[int, int]:
     """Import ``bundle`` into an empty scene, render it (as captured, then once per preset
-    added to the captured face) and write the composed PNG ``out``.
+    applied in ``preset_mode`` to the captured face) and write the composed PNG ``out``.
 
     Returns:
         (width, height) of the written PNG.
@@ -249,7 +249,7 @@ def render_head(bundle: Path, out: Path, photo: Path | None = None, engine: str 
         for k, preset in enumerate((None,) + tuple(presets)):
             if preset is not None:
                 bpy.ops.headrecon.reset_expression(target='CAPTURED')
-                bpy.ops.headrecon.apply_preset(preset=preset, mode='ADD')
+                bpy.ops.headrecon.apply_preset(preset=preset, mode=preset_mode)
             renders.append(Path(tmp) / f"render_{k}.png")
             bpy.context.scene.render.filepath = str(renders[-1])
             bpy.ops.render.render(write_still=True)
@@ -267,12 +267,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=16, help="Cycles samples")
     parser.add_argument("--preset", action="append", default=[],
                         help="also render this expression preset (e.g. JAW_OPEN, BLINK, SMILE); repeatable")
+    parser.add_argument("--preset-mode", choices=("ADD", "REPLACE"), default="ADD",
+                        help="add the presets to the captured face (default) or replace it")
     parser.add_argument("--crop", action=argparse.BooleanOptionalAction, default=True,
                         help="render a square region around the head (default) or the whole photo")
     args = parser.parse_args(argv)
     out = args.output or args.bundle / "render.png"
     size = render_head(args.bundle, out, args.photo, args.engine, args.height, args.samples,
-                       tuple(args.preset), args.crop)
+                       tuple(args.preset), args.crop, args.preset_mode)
     print(f"render_head: wrote {out} ({size[0]}x{size[1]})")
     return 0
 
