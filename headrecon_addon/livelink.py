@@ -306,6 +306,12 @@ def euler_to_axis_angle(yaw: float, pitch: float, roll: float) -> tuple[float, f
     return matrix_to_axis_angle(euler_to_matrix(yaw, pitch, roll))
 
 
+def compose_axis_angle(outer: list[float] | tuple[float, float, float],
+                       inner: list[float] | tuple[float, float, float]) -> tuple[float, float, float]:
+    """Axis-angle of ``R(outer) @ R(inner)`` (a parent joint's rotation, then its child's)."""
+    return matrix_to_axis_angle(_matmul(axis_angle_to_matrix(outer), axis_angle_to_matrix(inner)))
+
+
 def frame_from_capture(frame: int, weights: dict[str, float],
                        rotations: dict[str, list[float]]) -> LiveLinkFrame:
     """A row from a capture result (``backend.capture.FrameResult`` fields).
@@ -314,9 +320,9 @@ def frame_from_capture(frame: int, weights: dict[str, float],
         weights: ARKit name -> weight.
         rotations: FLAME joint name -> axis-angle; ``Head`` = root composed with neck.
     """
-    head = _matmul(axis_angle_to_matrix(rotations.get("root", (0.0, 0.0, 0.0))),
-                   axis_angle_to_matrix(rotations.get("neck", (0.0, 0.0, 0.0))))
-    rots = {"Head": matrix_to_euler(head)}
+    head = compose_axis_angle(rotations.get("root", (0.0, 0.0, 0.0)),
+                              rotations.get("neck", (0.0, 0.0, 0.0)))
+    rots = {"Head": axis_angle_to_euler(head)}
     for group, joint in (("LeftEye", "eye_L"), ("RightEye", "eye_R")):
         rots[group] = axis_angle_to_euler(rotations.get(joint, (0.0, 0.0, 0.0)))
     return LiveLinkFrame(frame, {n: float(weights.get(n, 0.0)) for n in map(arkit_name, BLENDSHAPES)},
