@@ -14,12 +14,14 @@ import bpy
 
 from . import preferences
 from .operators import apply_preset, export_head, import_bundle, insert_keyframes, reset_expression
-from .panels import expression_panel, main_panel
+from .operators import backend_start, backend_stop, reconstruct
+from .panels import backend_panel, expression_panel, main_panel
 from .operators import capture_photo, capture_video, export_livelink, import_livelink
 from .panels import capture_panel
 
 MODULES: tuple[ModuleType, ...] = (preferences, import_bundle, apply_preset, reset_expression,
-                                   insert_keyframes, export_head, main_panel, expression_panel)
+                                   insert_keyframes, export_head, backend_start, backend_stop,
+                                   reconstruct, main_panel, backend_panel, expression_panel)
 MODULES += (import_livelink, export_livelink, capture_photo, capture_video, capture_panel)
 
 

@@ -1,0 +1,274 @@
+"""Reconstruct: the photo goes to the backend, the result is imported as a rigged head.
+
+The UI never waits: invoked from the panel the operator is modal, a window-manager timer
+calls :meth:`ReconstructTask.step` (which polls the client queue), progress goes to the
+panel's bar, the cursor progress and the status bar, and Esc cancels. Called from a script
+(``bpy.ops.headrecon.reconstruct(photo=..., quality=...)``) the same steps run in a loop
+until the job ends. On any failure the scene is left as it was and one sentence is shown.
+
+Bundles are kept in the extension's user folder (``results/<job id>/``): the imported head
+refers to its texture files there.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import bpy
+
+from ..builder import build_head
+from ..headrecon_addon.bundle import BundleError, load_bundle
+from ..headrecon_addon.client import Backend, BackendError, ClientJob
+from .backend_start import redraw_sidebars, start_backend
+
+ROOT_PACKAGE = __package__.rpartition(".")[0]
+STEP_INTERVAL_S = 0.1
+QUALITIES = (
+    ('fast', "Fast", "Landmark fit and a short photometric refinement"),
+    ('default', "Default", "Balanced quality and time"),
+    ('best', "Best", "Longest fitting, most detail"),
+)
+STAGE_LABELS = {
+    "load": "Loading the photo", "landmarks": "Finding the face", "fit_landmarks": "Fitting the shape",
+    "fit_photometric": "Fitting skin and light", "texture": "Sampling the texture",
+    "detail": "Recovering detail", "bundle": "Writing the result",
+}
+
+
+@dataclass
+class PanelState:
+    """What the panel shows about the current or last reconstruction."""
+
+    running: bool = False
+    fraction: float = 0.0
+    text: str = ""
+    is_error: bool = False
+
+
+STATE = PanelState()
+
+
+def results_dir() -> Path:
+    """Where finished bundles are kept (the extension's user folder, else a temp folder)."""
+    try:
+        return Path(bpy.utils.extension_path_user(ROOT_PACKAGE, path="results", create=True))
+    except ValueError:  # installed as a legacy add-on, not an extension
+        return Path(tempfile.gettempdir()) / "headrecon-results"
+
+
+class ReconstructTask:
+    """One photo to an imported head, advanced by :meth:`step`.
+
+    States: ``waiting`` (backend starting) -> ``running`` -> ``done`` | ``failed`` | ``cancelled``.
+    """
+
+    def __init__(self, backend: Backend, photo: str, quality: str):
+        self.backend = backend
+        self.photo = photo
+        self.quality = quality
+        self.job: ClientJob | None = None
+        self.state = "waiting"
+        self.message = "Starting the backend..."
+        self.head: str | None = None
+        self._cancel_requested = False
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("done", "failed", "cancelled")
+
+    @property
+    def fraction(self) -> float:
+        return self.job.fraction if self.job is not None else 0.0
+
+    def cancel(self) -> None:
+        self._cancel_requested = True
+        if self.job is not None:
+            self.backend.cancel()
+
+    def _end(self, state: str, message: str) -> str:
+        self.state, self.message = state, message
+        return state
+
+    def step(self, context: bpy.types.Context) -> str:
+        """Apply what the backend reported; submit, import or fail when due. Returns the state."""
+        if self.finished:
+            return self.state
+        self.backend.poll()
+        if self.job is None:
+            if self._cancel_requested:
+                return self._end("cancelled", "Reconstruction cancelled.")
+            if self.backend.status == "ready":
+                try:
+                    self.job = self.backend.reconstruct(self.photo, {"quality": self.quality},
+                                                        results_dir())
+                except BackendError as exc:
+                    return self._end("failed", str(exc))
+                self.state, self.message = "running", "Sending the photo..."
+            elif self.backend.status in ("error", "stopped"):
+                return self._end("failed", self.backend.message or "The backend is not running.")
+            return self.state
+        job = self.job
+        if job.state == "done":
+            assert job.bundle_dir is not None
+            return self._import(context, job.bundle_dir)
+        if job.state == "cancelled":
+            return self._end("cancelled", "Reconstruction cancelled.")
+        if job.state == "failed":
+            extra = " Press Start to restart the backend." if self.backend.status == "error" else ""
+            return self._end("failed", job.message + extra)
+        stage = STAGE_LABELS.get(job.stage, job.stage or "Working")
+        self.message = f"{stage}: {job.fraction * 100:.0f}%"
+        return self.state
+
+    def _import(self, context: bpy.types.Context, bundle_dir: Path) -> str:
+        if context.mode != 'OBJECT':
+            return self._end("failed", f"Switch to Object Mode to import the head; the result is "
+                                       f"in {bundle_dir}.")
+        try:
+            bundle = load_bundle(bundle_dir)
+            build = build_head(context, bundle)
+        except BundleError as exc:
+            return self._end("failed", str(exc))
+        except Exception as exc:  # noqa: BLE001 - build_head removed what it created
+            return self._end("failed", f"Importing the head failed ({type(exc).__name__}: {exc}).")
+        self.head = build.armature_obj.name
+        warnings = f" ({len(self.job.warnings)} warning(s))" if self.job and self.job.warnings else ""
+        return self._end("done", f"Imported {self.head}{warnings}.")
+
+
+class HEADRECON_OT_reconstruct(bpy.types.Operator):
+    """Reconstruct a rigged head from the photo (Esc cancels)"""
+
+    bl_idname = "headrecon.reconstruct"
+    bl_label = "Reconstruct"
+    bl_options = {'REGISTER', 'UNDO'}
+
+    photo: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Photo", subtype='FILE_PATH', options={'SKIP_SAVE'},
+        description="Photo of a face (default: the panel's photo)")
+    quality: bpy.props.EnumProperty(  # type: ignore[valid-type]
+        name="Quality", items=QUALITIES, default='default', options={'SKIP_SAVE'})
+
+    _task: ReconstructTask | None = None
+    _timer: bpy.types.Timer | None = None
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        if STATE.running:
+            cls.poll_message_set("A reconstruction is running")
+            return False
+        if context.mode != 'OBJECT':
+            cls.poll_message_set("Switch to Object Mode to reconstruct a head")
+            return False
+        return True
+
+    def _begin(self, context: bpy.types.Context) -> ReconstructTask | None:
+        wm = context.window_manager
+        photo = bpy.path.abspath(self.photo or wm.headrecon_photo)
+        quality = self.quality if self.properties.is_property_set("quality") else wm.headrecon_quality
+        if not photo:
+            return self._fail(context, "Choose a photo first.")
+        if not os.path.isfile(photo):
+            return self._fail(context, f"Photo not found: {photo}.")
+        try:
+            backend = start_backend(context)
+        except BackendError as exc:
+            return self._fail(context, str(exc))
+        STATE.running, STATE.fraction, STATE.is_error = True, 0.0, False
+        STATE.text = "Starting..."
+        return ReconstructTask(backend, photo, quality)
+
+    def _fail(self, context: bpy.types.Context, message: str) -> None:
+        STATE.running, STATE.text, STATE.is_error = False, message, True
+        self.report({'ERROR'}, message)
+        redraw_sidebars()
+        return None
+
+    def _show(self, context: bpy.types.Context, task: ReconstructTask) -> None:
+        STATE.fraction, STATE.text = task.fraction, task.message
+        context.window_manager.progress_update(int(task.fraction * 100))
+        if context.workspace is not None:
+            context.workspace.status_text_set(f"HeadRecon: {task.message}   (Esc to cancel)")
+        redraw_sidebars()
+
+    def _finish(self, context: bpy.types.Context, task: ReconstructTask) -> set[str]:
+        wm = context.window_manager
+        if self._timer is not None:
+            wm.event_timer_remove(self._timer)
+            self._timer = None
+        wm.progress_end()
+        if context.workspace is not None:
+            context.workspace.status_text_set(None)
+        STATE.running, STATE.fraction, STATE.text = False, task.fraction, task.message
+        STATE.is_error = task.state == "failed"
+        redraw_sidebars()
+        if task.state == "done":
+            self.report({'INFO'}, task.message)
+            return {'FINISHED'}
+        self.report({'ERROR'} if task.state == "failed" else {'WARNING'}, task.message)
+        return {'CANCELLED'}
+
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        task = self._begin(context)
+        if task is None:
+            return {'CANCELLED'}
+        self._task = task
+        wm = context.window_manager
+        self._timer = wm.event_timer_add(STEP_INTERVAL_S, window=context.window)
+        wm.progress_begin(0, 100)
+        wm.modal_handler_add(self)
+        self._show(context, task)
+        return {'RUNNING_MODAL'}
+
+    def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        task = self._task
+        assert task is not None
+        if event.type == 'ESC' and event.value == 'PRESS':
+            task.cancel()
+            return {'RUNNING_MODAL'}
+        if event.type != 'TIMER' or event.timer != self._timer:
+            return {'PASS_THROUGH'}  # the rest of Blender stays usable
+        task.step(context)
+        if task.finished:
+            return self._finish(context, task)
+        self._show(context, task)
+        return {'PASS_THROUGH'}
+
+    def cancel(self, context: bpy.types.Context) -> None:
+        """Blender ends the modal operator (file loaded, window closed): stop the job."""
+        if self._task is not None and not self._task.finished:
+            self._task.cancel()
+            self._task.state = "cancelled"
+            self._finish(context, self._task)
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        """Scripts: run to the end (blocking), same steps as the modal run."""
+        task = self._begin(context)
+        if task is None:
+            return {'CANCELLED'}
+        wm = context.window_manager
+        wm.progress_begin(0, 100)
+        while not task.finished:
+            task.step(context)
+            self._show(context, task)
+            if not task.finished:
+                time.sleep(STEP_INTERVAL_S / 2)
+        return self._finish(context, task)
+
+
+def register() -> None:
+    bpy.types.WindowManager.headrecon_photo = bpy.props.StringProperty(
+        name="Photo", subtype='FILE_PATH', description="Photo of a face to reconstruct")
+    bpy.types.WindowManager.headrecon_quality = bpy.props.EnumProperty(
+        name="Quality", items=QUALITIES, default='default')
+    bpy.utils.register_class(HEADRECON_OT_reconstruct)
+
+
+def unregister() -> None:
+    bpy.utils.unregister_class(HEADRECON_OT_reconstruct)
+    del bpy.types.WindowManager.headrecon_quality
+    del bpy.types.WindowManager.headrecon_photo
