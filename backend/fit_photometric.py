@@ -387,7 +387,7 @@ def fit_photometric(flame: FLAME, params: FitParams, image: torch.Tensor | np.nd
     Args:
         flame: FLAME layer (with faces) on the working device.
         params: landmark-fit parameters (batch 1); its camera belongs to ``image``.
-        image: (H, W, 3) float in [0, 1] (torch or numpy) the camera belongs to.
+        image: (H, W, 3) float in [0, 1] (or uint8), torch or numpy, the camera belongs to.
         layout: FLAME UV layout (faces in FLAME order).
         landmark_loss: the landmark fit's data term ``f(params) -> scalar``, kept low while the
             geometry moves; None = geometry anchored by the priors only.
@@ -403,10 +403,11 @@ def fit_photometric(flame: FLAME, params: FitParams, image: torch.Tensor | np.nd
     settings = QUALITY_SETTINGS[quality]
     t_start = time.perf_counter()
     device = flame.v_template.device
-    img = torch.as_tensor(np.asarray(image) if not isinstance(image, torch.Tensor) else image)
+    img = image if isinstance(image, torch.Tensor) else torch.from_numpy(np.array(image))
     if img.ndim != 3 or img.shape[2] != 3:
         raise BadInputError("The photo must be an (H, W, 3) image.")
-    img = img.to(device=device, dtype=torch.float32)
+    scale = 1.0 / 255.0 if img.dtype == torch.uint8 else 1.0  # accept 8-bit photos as well
+    img = img.to(device=device, dtype=torch.float32) * scale
     cam = params.camera
     if abs(img.shape[1] / cam.width - img.shape[0] / cam.height) > 0.02:
         raise BadInputError("The photo and the camera have different aspect ratios.")

@@ -166,6 +166,9 @@ def test_fast_keeps_geometry(setup, assets_dir: Path) -> None:
         assert torch.equal(getattr(res.params, name), getattr(s["start"], name))
     assert res.photo_error[1] < res.photo_error[0] / 10
     assert res.rendered.shape == (192, 192, 3)
+    # An 8-bit numpy photo gives the same result as the float tensor.
+    res8 = fit_photometric(s["flame"], s["start"], s["photo"], s["layout"], None, "fast", assets_dir)
+    torch.testing.assert_close(res8.params.sh, res.params.sh, atol=1e-4, rtol=0)
 
 
 def test_cancel_between_iterations(setup, assets_dir: Path) -> None:
