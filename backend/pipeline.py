@@ -100,7 +100,7 @@ class Engine:
         self.eyelid_deltas = eyelids
         self.embedding = LandmarkEmbedding.load(self.assets)
         self.lmk68_static = _StaticLandmarks68(self.assets, self.model.faces)
-        self.uv = load_uv_layout(self.assets)
+        self.uv = load_uv_layout(self.assets, model_faces=self.model.faces)
         self.arkit = _load_arkit()
         if self.arkit is None:
             self.model_warnings.append("ARKit shapes are missing (run ./setup.sh); the head gets "
