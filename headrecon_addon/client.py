@@ -22,6 +22,7 @@ import queue
 import shlex
 import shutil
 import subprocess
+import tempfile
 import threading
 import time
 import urllib.error
@@ -345,6 +346,8 @@ class LocalBackend(Backend):
         except BackendError as exc:
             self.status, self.message = "error", str(exc)
             raise
+        jobs_dir = tempfile.mkdtemp(prefix="headrecon-jobs-")  # removed when the process ends
+        argv += ["--jobs-dir", jobs_dir]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         env.pop("PYTHONHOME", None)
         kwargs: dict[str, Any] = {}
@@ -356,13 +359,14 @@ class LocalBackend(Backend):
             self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          stderr=subprocess.PIPE, cwd=cwd, env=env, **kwargs)
         except OSError as exc:
+            shutil.rmtree(jobs_dir, ignore_errors=True)
             self.status, self.message = "error", f"Cannot start the backend ({exc.strerror or exc})."
             raise BackendError(self.message) from None
         self.stderr_tail = deque(maxlen=40)
         self.status, self.message = "starting", ""
         self._started_at = time.monotonic()
-        threading.Thread(target=self._read_stdout, args=(self.proc, self._events, self.stderr_tail),
-                         daemon=True, name="headrecon-client-stdout").start()
+        threading.Thread(target=self._read_stdout, daemon=True, name="headrecon-client-stdout",
+                         args=(self.proc, self._events, self.stderr_tail, jobs_dir)).start()
         threading.Thread(target=self._read_stderr, args=(self.proc, self.stderr_tail), daemon=True,
                          name="headrecon-client-stderr").start()
 
@@ -371,15 +375,26 @@ class LocalBackend(Backend):
         self._events = queue.Queue()  # drop what the old process still reports
         proc, self.proc = self.proc, None
         self._fail(self.job, "cancelled", "The backend was stopped.")
-        if proc is None:
-            return
+        if proc is not None:
+            self._end_process(proc)
+
+    def _kill(self) -> None:
+        """Like stop, without waiting: the process is ended from a background thread."""
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            threading.Thread(target=self._end_process, args=(proc,), daemon=True,
+                             name="headrecon-client-stop").start()
+
+    def _end_process(self, proc: subprocess.Popen[bytes]) -> None:
+        """Ask for shutdown, then SIGTERM after STOP_GRACE_S, then SIGKILL; waits for the end."""
         if proc.poll() is None:
-            try:
-                self._write(proc, {"type": "shutdown"})
-                assert proc.stdin is not None
-                proc.stdin.close()
-            except OSError:
-                pass
+            self._write(proc, {"type": "shutdown"})
+            with self._write_lock:
+                try:
+                    assert proc.stdin is not None
+                    proc.stdin.close()
+                except OSError:
+                    pass
             try:
                 proc.wait(STOP_GRACE_S)
             except subprocess.TimeoutExpired:
@@ -388,24 +403,7 @@ class LocalBackend(Backend):
                     proc.wait(2.0)
                 except subprocess.TimeoutExpired:
                     proc.kill()
-                    proc.wait()
-        for stream in (proc.stdin, proc.stdout, proc.stderr):
-            try:
-                if stream is not None:
-                    stream.close()
-            except OSError:
-                pass
-
-    def _kill(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-    def request_health(self) -> None:
-        """Ask for a health reply (arrives through :meth:`poll`)."""
-        if self.proc is not None:
-            self._write(self.proc, {"type": "health", "id": "health"})
+        proc.wait()
 
     def _submit(self, job: ClientJob, options: dict[str, Any]) -> None:
         assert self.proc is not None
@@ -427,7 +425,7 @@ class LocalBackend(Backend):
                 pass  # the process is gone; the stdout reader reports it
 
     def _read_stdout(self, proc: subprocess.Popen[bytes], events: queue.Queue[dict[str, Any]],
-                     tail: deque[str]) -> None:
+                     tail: deque[str], jobs_dir: str) -> None:
         assert proc.stdout is not None
         for raw in proc.stdout:
             try:
@@ -439,7 +437,9 @@ class LocalBackend(Backend):
             if event.get("type") == "result":
                 event = self._fetch_local(proc, event)
             events.put(event)
+        proc.stdout.close()
         rc = proc.wait()
+        shutil.rmtree(jobs_dir, ignore_errors=True)  # also after a crash or SIGKILL
         time.sleep(0.1)  # let the stderr reader catch the last lines
         events.put({"type": "exited", "returncode": rc, "message": exit_message(rc, tail)})
 
@@ -450,6 +450,7 @@ class LocalBackend(Backend):
             line = raw.decode("utf-8", "replace").rstrip()
             if line:
                 tail.append(line)
+        proc.stderr.close()
 
     def _fetch_local(self, proc: subprocess.Popen[bytes], event: dict[str, Any]) -> dict[str, Any]:
         """Copy the bundle out of the service's job folder, then let the service delete it."""

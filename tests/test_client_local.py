@@ -72,9 +72,12 @@ def test_killed_while_starting_then_restart(assets_dir: Path) -> None:
     b.start()
     assert b.status == "starting"
     first = b.proc.pid
+    jobs_dir = Path(b.proc.args[b.proc.args.index("--jobs-dir") + 1])
+    assert jobs_dir.is_dir()
     os.kill(first, signal.SIGKILL)
     poll_until(b, lambda: b.status == "error", 60)
     assert "killed (signal 9)" in b.message
+    assert not jobs_dir.exists()  # the client removes the jobs folder the service could not
     b.start()
     assert b.status == "starting" and b.proc.pid != first
     second = b.proc.pid
