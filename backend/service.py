@@ -217,7 +217,6 @@ class Service:
         self.sink = sink
         self.max_upload = max_upload
         self.keep_jobs = max(keep_jobs, 1)
-        self.engine: EngineLike | None = None
         self.state = "loading"  # loading | ready | error | stopped
         self.load_error: tuple[str, str] | None = None
         self._engine_info: dict[str, Any] = {}
@@ -225,7 +224,6 @@ class Service:
         self._current: Job | None = None
         self._lock = threading.Lock()
         self._queue: queue.Queue[Job | None] = queue.Queue()
-        self._loaded = threading.Event()
         self._worker = threading.Thread(target=self._work, name="headrecon-worker", daemon=True)
 
     # ---------------------------------------------------------------- lifecycle
@@ -257,17 +255,14 @@ class Service:
                 self.load_error = (error_code(exc), error_message(exc))
                 if self.state != "stopped":
                     self.state = "error"
-            self._loaded.set()
             self._emit_service({"type": "error", "code": self.load_error[0],
                                 "message": self.load_error[1]})
             self._fail_queued()
             return
         with self._lock:
-            self.engine = engine
             self._engine_info = info
             if self.state != "stopped":
                 self.state = "ready"
-        self._loaded.set()
         self._emit_service({"type": "ready", **self._health_fields()})
         while True:
             job = self._queue.get()
