@@ -124,10 +124,11 @@ def _status_fields(pid: int) -> dict[str, int]:
 
 
 def test_twenty_jobs_without_growth(service: ServiceProcess, eval_dir: Path) -> None:
-    """Twenty jobs on the same photo. RSS moves by about +-20 MiB from job to job (allocator
-    caches), so growth is judged on peaks: the peak over jobs 11-20 stays within 16 MiB of the
-    peak over jobs 1-5 (a leak of 2 MiB per job would exceed it). Threads and open fds never
-    exceed their peak over jobs 1-5; one service process; at most --keep-jobs job folders."""
+    """Twenty jobs on the same photo. RSS jumps by up to ~25 MiB after single jobs and falls
+    back (allocator caches), so growth is judged on its floor: the lowest RSS over jobs 16-20
+    stays within 8 MiB of the lowest over jobs 3-7 (a leak of 1 MiB per job would raise it by
+    about 13 MiB). Threads and open fds never exceed their peak over jobs 1-5; one service
+    process; at most --keep-jobs job folders."""
     photo = eval_dir / "photos" / PHOTO
     pid = service.proc.pid
     procs_before = len(backend_processes())
@@ -141,7 +142,7 @@ def test_twenty_jobs_without_growth(service: ServiceProcess, eval_dir: Path) -> 
         fds.append(fields["fds"])
         assert len(list(service.jobs_dir.iterdir())) <= 3
     print("RSS MiB after each job:", [round(r / 1024) for r in rss], "threads:", threads, "fds:", fds)
-    assert max(rss[10:]) - max(rss[:5]) < 16 * 1024, [round(r / 1024) for r in rss]
+    assert min(rss[15:]) - min(rss[2:7]) < 8 * 1024, [round(r / 1024) for r in rss]
     assert max(threads[5:]) <= max(threads[:5]), threads
     assert max(fds[5:]) <= max(fds[:5]), fds
     assert len(backend_processes()) == procs_before
