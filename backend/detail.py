@@ -547,7 +547,8 @@ def recover_detail(engine: Any, params: FitParams, rgb: np.ndarray, out_dir: str
     report(0.75, "displacement written")
     if albedo:
         alb = complete_albedo(engine, params, rgb, out, displacement=res.displacement,
-                              texture=texture, cancel=cancel)
+                              texture=texture, cancel=cancel, stage="detail",
+                              progress=lambda s, f, m: report(0.75 + 0.25 * f, m))
         detail.update(alb.pop("detail"))
         files.update(alb)
     report(1.0, "detail done")
