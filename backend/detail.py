@@ -251,7 +251,6 @@ def smooth_albedo(ratio: torch.Tensor, observed: torch.Tensor, radius: int) -> t
     Returns:
         (R, R, 3).
     """
-    R = ratio.shape[0]
     rows, cols = observed.nonzero(as_tuple=True)
     med = torch.zeros_like(ratio)
     if len(rows):

@@ -127,7 +127,7 @@ def test_completion_mirror_tint_and_seams(completed) -> None:
 def test_eyes_and_mouth_colours(assets_dir: Path, completed) -> None:
     """Sclerae, teeth and the mouth interior take their fixed albedos; the iris is recoloured
     to the iris colour (the photo's when enough iris is seen, else the default)."""
-    maps, _, covered = completed
+    maps = completed[0]
     out = maps.albedo
 
     def median_in(name: str, erode: int = 0) -> torch.Tensor:
