@@ -180,7 +180,6 @@ class Engine:
         params = fit.params
         prog.end()
 
-        albedo = None
         if "fit_photometric" in stages:
             from .fit_photometric import fit_photometric
 
@@ -191,7 +190,6 @@ class Engine:
                 progress=lambda s, f, m="": prog.report("fit_photometric", f, m),
                 cancel=prog.is_cancelled)
             params = photo_res.params
-            albedo = photo_res.albedo_uv
             prog.end()
 
         with torch.no_grad():
@@ -211,17 +209,26 @@ class Engine:
             prog.begin("texture")
             texture = sample_photo_texture(img.rgb, verts_view.cpu().numpy(), self.model.faces,
                                            self.uv, cam, size=1024)
+            if "detail" not in stages:  # the albedo is otherwise de-lit with the detail normals
+                from .albedo import complete_albedo
+
+                written = complete_albedo(self, params, img.rgb, out, texture=texture,
+                                          progress=lambda s, f, m="": prog.report("texture", f, m),
+                                          cancel=prog.is_cancelled)
+                detail_info = written.pop("detail", {})
+                files.update(written)
             prog.end()
 
         if "detail" in stages:
             prog.begin("detail")
             from .detail import recover_detail
 
-            detail_files = recover_detail(self, params, img.rgb, out,
-                                          progress=lambda s, f, m="": prog.report("detail", f, m),
-                                          cancel=prog.is_cancelled)
-            detail_info = detail_files.pop("detail", {})
-            files.update(detail_files)
+            written = recover_detail(self, params, img.rgb, out,
+                                     progress=lambda s, f, m="": prog.report("detail", f, m),
+                                     cancel=prog.is_cancelled, quality=opts.quality,
+                                     albedo=opts.texture, texture=texture)
+            detail_info = written.pop("detail", {})
+            files.update(written)
             prog.end()
 
         prog.begin("bundle")
@@ -256,8 +263,8 @@ class Engine:
             "device": str(self.device),
             "warnings": warnings,
         }
-        files.update(write_result_bundle(out, self, params, texture=texture, albedo=albedo,
-                                         overlay=overlay, arkit=self._arkit_for(params)))
+        files.update(write_result_bundle(out, self, params, texture=texture, overlay=overlay,
+                                         arkit=self._arkit_for(params)))
         result["files"] = files
         if detail_info:
             result["detail"] = detail_info

@@ -138,3 +138,38 @@ def test_missing_assets_folder_exits_3(tmp_path: Path, eval_dir: Path) -> None:
                    "--assets", str(tmp_path / "no_assets"))
     assert proc.returncode == 3
     assert "assets" in error_line(proc).lower()
+
+
+def test_detail_files_and_sizes(bundle) -> None:
+    """Default run: displacement (npy metres + 16-bit png with its scale), normal map, albedo."""
+    out, _ = bundle
+    res = json.loads((out / "result.json").read_text())
+    disp = np.load(out / res["files"]["displacement"])
+    assert disp.dtype == np.float32 and disp.shape[0] == disp.shape[1] >= 256
+    png = Image.open(out / res["files"]["displacement_png"])
+    assert png.mode.startswith("I") and png.size == disp.shape[::-1]
+    assert res["detail"]["displacement"]["png_scale_m"] > 0
+    assert Image.open(out / res["files"]["normal"]).mode == "RGB"
+    albedo = Image.open(out / res["files"]["albedo"])
+    assert albedo.size[0] >= 1024 and albedo.size[0] == albedo.size[1]
+
+
+def test_no_detail_no_texture_switch_stages_off(tmp_path: Path, eval_dir: Path) -> None:
+    photo = eval_dir / "photos" / "IMG_0392_inputs.jpg"
+    out = tmp_path / "plain"
+    proc = run_cli("reconstruct", str(photo), "-o", str(out), "--quality", "fast",
+                   "--no-detail", "--no-texture")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads((out / "result.json").read_text())
+    assert "detail" not in res["timings"] and "texture" not in res["timings"]
+    names = {p.name for p in out.iterdir()}
+    assert {"result.json", "mesh.obj", "neutral.obj", "rig.npz", "overlay.png"} <= names
+    assert not names & {"albedo.png", "texture.png", "displacement.npy", "normal.png"}
+
+    out2 = tmp_path / "no_detail"
+    proc = run_cli("reconstruct", str(photo), "-o", str(out2), "--quality", "fast", "--no-detail")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads((out2 / "result.json").read_text())
+    assert "detail" not in res["timings"]
+    assert Image.open(out2 / res["files"]["albedo"]).size[0] >= 1024
+    assert not (out2 / "displacement.npy").exists()
