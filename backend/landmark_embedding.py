@@ -1,6 +1,10 @@
 """Landmarks on the FLAME surface: 68 iBUG points (static + yaw-dependent contour), the
 MediaPipe-105 subset and the two pupils, each as barycentric points on FLAME triangles.
 
+The MediaPipe-105 points come from ``weights/mediapipe_flame_embedding_calibrated.npz`` when
+setup wrote it (the assets embedding re-fitted to what MediaPipe detects on synthetic FLAME
+renders, backend/landmark_calibration.py), else from the assets embedding.
+
 Yaw convention (checked against the surface normals, see tests/test_landmark_embedding.py):
 yaw > 0 is a rotation about +Y that turns the face (+Z) towards +X, i.e. the subject looks to
 their left and their left (+X) cheek turns away from the camera. The 79 contour bins are
@@ -16,12 +20,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .assets import weights_dir
 from .errors import ModelFileError
 from .lbs import rodrigues
 
 EMBEDDING_68 = "landmarks/flame_landmark_embedding_68.npz"
 EMBEDDING_70 = "landmarks/flame_landmark_embedding_70_with_eyes.npz"  # + pupils (right, left)
 EMBEDDING_MP = "landmarks/mediapipe_landmark_embedding.npz"
+EMBEDDING_MP_CALIBRATED = "mediapipe_flame_embedding_calibrated.npz"  # in weights/, from setup
 FACES_SOURCE = "flame/flame_dev_model.npz"  # FLAME faces are the same in every FLAME version
 MAX_YAW_BIN = 39
 
@@ -82,13 +88,16 @@ class LandmarkEmbedding:
         self._cache: dict[tuple[str, str, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
 
     @classmethod
-    def load(cls, assets: str | os.PathLike[str], faces: np.ndarray | None = None
+    def load(cls, assets: str | os.PathLike[str], faces: np.ndarray | None = None,
+             weights: str | os.PathLike[str] | None = None, calibrated: bool = True
              ) -> "LandmarkEmbedding":
-        """Read the embeddings from the assets folder.
+        """Read the embeddings from the assets folder (MediaPipe-105: see the module docstring).
 
         Args:
             assets: the assets folder.
             faces: (F, 3) FLAME triangles; None reads them from the dev model in the assets.
+            weights: the weights folder holding the calibrated MediaPipe embedding (None: default).
+            calibrated: False always reads the assets' MediaPipe embedding.
         Raises:
             ModelFileError: a file is missing, unreadable or refers to missing triangles.
         """
@@ -99,7 +108,15 @@ class LandmarkEmbedding:
         e68 = _load_npz(root / EMBEDDING_68, ("static_lmk_faces_idx", "static_lmk_bary_coords",
                                              "dynamic_lmk_faces_idx", "dynamic_lmk_bary_coords"))
         e70 = _load_npz(root / EMBEDDING_70, ("static_lmk_faces_idx", "static_lmk_bary_coords"))
-        emp = _load_npz(root / EMBEDDING_MP, ("lmk_face_idx", "lmk_b_coords", "landmark_indices"))
+        mp_keys = ("lmk_face_idx", "lmk_b_coords", "landmark_indices")
+        emp = _load_npz(root / EMBEDDING_MP, mp_keys)
+        cal_path = weights_dir(weights) / EMBEDDING_MP_CALIBRATED
+        if calibrated and cal_path.is_file():
+            cal = _load_npz(cal_path, mp_keys)
+            if not np.array_equal(cal["landmark_indices"], emp["landmark_indices"]):
+                raise ModelFileError(f"{cal_path} lists other MediaPipe points than the assets; "
+                                     "run setup-weights again.")
+            emp = cal
         face_ids = [e68["static_lmk_faces_idx"], e68["dynamic_lmk_faces_idx"],
                     emp["lmk_face_idx"], e70["static_lmk_faces_idx"][51:53]]
         if any(ids.size == 0 or ids.max() >= len(faces) for ids in face_ids):

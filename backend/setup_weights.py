@@ -7,7 +7,9 @@ Steps (each idempotent, each prints what it did):
    every file is checked against its pinned size and SHA-256.
 2. ARKit-named expression shapes on FLAME, computed from ICT-FaceKit (MIT) in the assets
    into ``weights/arkit_on_flame.npz`` (backend/arkit.py).
-3. Further steps are added below the marked hook by the engineers who own them.
+3. MediaPipe-105 landmark embedding calibrated on synthetic FLAME renders into
+   ``weights/mediapipe_flame_embedding_calibrated.npz`` (backend/landmark_calibration.py).
+4. Further steps are added below the marked hook by the engineers who own them.
 """
 
 from __future__ import annotations
@@ -122,3 +124,9 @@ def setup_weights(assets: str | os.PathLike[str] | None = None) -> None:
     from .arkit import ensure_arkit_on_flame
 
     ensure_arkit_on_flame(assets)
+
+    # MediaPipe-105 embedding re-fitted to MediaPipe's detections on synthetic FLAME renders
+    # (backend/landmark_calibration.py; LandmarkEmbedding.load prefers it).
+    from .landmark_calibration import ensure_calibrated_embedding
+
+    ensure_calibrated_embedding(assets)
