@@ -102,7 +102,7 @@ def main() -> None:
         photos = [p for p in photos if p.name in args.only]
     if args.photos:
         photos = photos[:args.photos]
-    if args.picture and not any(p.name == args.picture[0] for p in photos):
+    if args.picture and not any(p.name == Path(args.picture[0]).name for p in photos):
         photos.append(EVAL / args.picture[0])
     print(f"assets {assets_dir()}  quality {args.quality}  displacement {cfg.size}^2, "
           f"{cfg.iters} iterations  threads {torch.get_num_threads()}")
@@ -145,7 +145,7 @@ def main() -> None:
             t0, c0 = time.perf_counter(), time.process_time()
             complete_albedo(engine, params, img.rgb, tmp, displacement=res.displacement)
             t["albedo"], cpu["albedo"] = time.perf_counter() - t0, time.process_time() - c0
-            if args.picture and photo.name == args.picture[0]:
+            if args.picture and photo.name == Path(args.picture[0]).name:
                 grey_and_albedo_picture(engine, params, img.rgb, res, Path(tmp) / "albedo.png",
                                         Path(args.picture[1]))
         alb_p = torch.from_numpy(np.ascontiguousarray(photo_res.albedo_uv)).float()
