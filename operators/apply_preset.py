@@ -9,7 +9,7 @@ from ..headrecon_addon import face_controls, presets
 from . import face_rig
 
 
-class HEADRECON_OT_apply_preset(bpy.types.Operator):
+class HEADRECON_OT_apply_preset(face_rig.HeadPoll, bpy.types.Operator):
     """Set the head's expression to a preset (ARKit keys, eyelid keys, jaw bone)"""
 
     bl_idname = "headrecon.apply_preset"
@@ -23,13 +23,6 @@ class HEADRECON_OT_apply_preset(bpy.types.Operator):
     strength: bpy.props.FloatProperty(  # type: ignore[valid-type]
         name="Strength", description="Factor on every value of the preset",
         default=1.0, min=0.0, soft_max=1.0, max=2.0)
-
-    @classmethod
-    def poll(cls, context: bpy.types.Context) -> bool:
-        if face_rig.head_or_none(context) is None:
-            cls.poll_message_set("Select a HeadRecon head")
-            return False
-        return True
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         armature, mesh_obj = face_rig.head_or_none(context)

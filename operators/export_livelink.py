@@ -23,7 +23,7 @@ def flame_rotation(armature: bpy.types.Object, bone: str) -> np.ndarray:
     return frame @ face_rig.local_matrix(armature.pose.bones[bone]) @ frame.T
 
 
-class HEADRECON_OT_export_livelink(bpy.types.Operator):
+class HEADRECON_OT_export_livelink(face_rig.HeadPoll, bpy.types.Operator):
     """Write the head's shape-key and head/eye animation as a Live Link Face CSV"""
 
     bl_idname = "headrecon.export_livelink"
@@ -38,13 +38,6 @@ class HEADRECON_OT_export_livelink(bpy.types.Operator):
         name="Start", description="First frame (the scene's start when not set)")
     frame_end: bpy.props.IntProperty(  # type: ignore[valid-type]
         name="End", description="Last frame (the scene's end when not set)")
-
-    @classmethod
-    def poll(cls, context: bpy.types.Context) -> bool:
-        if face_rig.head_or_none(context) is None:
-            cls.poll_message_set("Select a HeadRecon head")
-            return False
-        return True
 
     def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
         if not self.filepath:

@@ -18,6 +18,17 @@ from ..heads import active_head
 from ..panels.main_panel import rotation_property
 
 
+class HeadPoll:
+    """Operator mixin: available only while a HeadRecon head is selected."""
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        if head_or_none(context) is None:
+            cls.poll_message_set("Select a HeadRecon head")
+            return False
+        return True
+
+
 def head_or_none(context: bpy.types.Context) -> tuple[bpy.types.Object, bpy.types.Object] | None:
     """(armature, mesh) of the active head when both exist and the mesh has shape keys."""
     head = active_head(context)

@@ -37,7 +37,7 @@ def _head_actions(armature: bpy.types.Object, shape_keys: bpy.types.Key) -> list
     return list(dict.fromkeys([arm_anim.action, key_anim.action]))
 
 
-class HEADRECON_OT_insert_keyframes(bpy.types.Operator):
+class HEADRECON_OT_insert_keyframes(face_rig.HeadPoll, bpy.types.Operator):
     """Insert a keyframe on every face control of the head (shape keys and bone rotations)"""
 
     bl_idname = "headrecon.insert_keyframes"
@@ -50,13 +50,6 @@ class HEADRECON_OT_insert_keyframes(bpy.types.Operator):
         name="Shape Keys", description="Key every face shape key's value", default=True)
     bones: bpy.props.BoolProperty(  # type: ignore[valid-type]
         name="Bones", description="Key every pose bone's rotation", default=True)
-
-    @classmethod
-    def poll(cls, context: bpy.types.Context) -> bool:
-        if face_rig.head_or_none(context) is None:
-            cls.poll_message_set("Select a HeadRecon head")
-            return False
-        return True
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         armature, mesh_obj = face_rig.head_or_none(context)

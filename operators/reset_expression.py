@@ -15,7 +15,7 @@ from ..headrecon_addon import face_controls, naming
 from . import face_rig
 
 
-class HEADRECON_OT_reset_expression(bpy.types.Operator):
+class HEADRECON_OT_reset_expression(face_rig.HeadPoll, bpy.types.Operator):
     """Reset every face control of the head to the captured photo or to neutral"""
 
     bl_idname = "headrecon.reset_expression"
@@ -27,13 +27,6 @@ class HEADRECON_OT_reset_expression(bpy.types.Operator):
     head_pose: bpy.props.BoolProperty(  # type: ignore[valid-type]
         name="Head Pose", description="Also reset the root, neck and head bone rotations",
         default=True)
-
-    @classmethod
-    def poll(cls, context: bpy.types.Context) -> bool:
-        if face_rig.head_or_none(context) is None:
-            cls.poll_message_set("Select a HeadRecon head")
-            return False
-        return True
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         armature, mesh_obj = face_rig.head_or_none(context)
