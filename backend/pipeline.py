@@ -21,6 +21,7 @@ import torch
 from . import __version__
 from .assets import assets_dir, flame_model_path
 from .errors import Cancelled, HeadReconError
+from .landmark_eval import Landmarks68
 from .options import CancelFn, ProgressFn, ReconstructOptions
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ class Engine:
         self.flame = FLAME(self.model, eyelid_deltas=eyelids).to(self.device)
         self.eyelid_deltas = eyelids
         self.embedding = LandmarkEmbedding.load(self.assets)
-        self.lmk68_static = _StaticLandmarks68(self.assets, self.model.faces)
+        self.lmk68 = Landmarks68(self.assets, self.model.faces)  # result.json definition
         self.uv = load_uv_layout(self.assets, model_faces=self.model.faces)
         self.arkit = _load_arkit()
         if self.arkit is None:
@@ -196,7 +197,7 @@ class Engine:
             outp = self.flame(params.shape, params.expression, params.pose, params.translation,
                               eyelids=params.eyelids)
             verts_view = outp.vertices[0]
-            lmk68 = self.lmk68_static(verts_view)
+            lmk68 = self.lmk68(outp.vertices, params.pose)[0]
         cam = params.camera
         lmk68_px = _project(lmk68.cpu().numpy(), cam)
         files: dict[str, str] = {}
@@ -296,35 +297,6 @@ def _load_arkit() -> tuple[list[str], np.ndarray] | None:
     except ModelFileError as exc:
         log.warning("%s", exc)
         return None
-
-
-class _StaticLandmarks68:
-    """The 68 iBUG landmarks as fixed points on the surface (the embedding's ``full_lmk_*``).
-
-    ``result.json``'s ``landmarks_68`` are 3D landmarks of the fitted head projected into the
-    photo, as in AFLW2000-3D: the jaw-line points stay on the same surface points whatever the
-    yaw (the yaw-dependent silhouette contour is used only while fitting).
-    """
-
-    def __init__(self, assets: Path, faces: np.ndarray):
-        from .errors import ModelFileError
-
-        path = assets / "landmarks" / "flame_landmark_embedding_68.npz"
-        try:
-            data = np.load(path)
-            tri = np.asarray(faces, dtype=np.int64)[data["full_lmk_faces_idx"].reshape(-1)]
-            bary = data["full_lmk_bary_coords"].reshape(-1, 3).astype(np.float32)
-        except (OSError, KeyError, ValueError, IndexError) as exc:
-            raise ModelFileError(f"Landmark embedding {path} cannot be read ({exc}).") from None
-        if tri.shape != (68, 3):
-            raise ModelFileError(f"Landmark embedding {path} does not hold 68 points.")
-        self.tri = torch.from_numpy(tri)
-        self.bary = torch.from_numpy(bary)
-
-    def __call__(self, vertices: torch.Tensor) -> torch.Tensor:
-        """(V, 3) vertices -> (68, 3) landmark positions."""
-        tri, bary = self.tri.to(vertices.device), self.bary.to(vertices)
-        return (vertices[tri] * bary[..., None]).sum(1)
 
 
 def _floats(t: torch.Tensor) -> list[float]:
