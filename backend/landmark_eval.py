@@ -14,6 +14,12 @@ images and scored on the 8th (leave-one-out), they lowered the landmark fits' NM
 5.16 % (|yaw| groups: 3.80 -> 3.33, 4.84 -> 4.60, 8.97 -> 8.76). The eyes keep FLAME's points
 (offsets did not generalise there).
 
+The pipeline does NOT apply ``AFLW_OFFSETS_MM`` (it passes zero offsets): the table was learnt
+on the same 8 images the benchmark scores, so using it in the product would tune the
+product to its own test set. It stays here for ``bench_landmark_ceiling.py``'s diagnosis of
+how much of the error is the landmark definition; a definition mapping for the product
+needs a separate training set.
+
 Scoring (AFLW2000-3D protocol): :func:`nme_percent` and :func:`region_nme_percent`.
 ``MEDIAPIPE_TO_IBUG68`` maps MediaPipe's 478 points straight to the 68 (no face model), the
 detector's own ceiling in benchmarks.

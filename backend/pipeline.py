@@ -100,7 +100,10 @@ class Engine:
         self.flame = FLAME(self.model, eyelid_deltas=eyelids).to(self.device)
         self.eyelid_deltas = eyelids
         self.embedding = LandmarkEmbedding.load(self.assets)
-        self.lmk68 = Landmarks68(self.assets, self.model.faces)  # result.json definition
+        # result.json's landmarks: FLAME's static 68-point embedding. The head-frame offset
+        # table of backend/landmark_eval.py was learnt on the evaluation images' ground truth,
+        # so the product does not use it (it stays a benchmark diagnosis).
+        self.lmk68 = Landmarks68(self.assets, self.model.faces, offsets_mm=np.zeros((68, 3)))
         self.uv = load_uv_layout(self.assets, model_faces=self.model.faces)
         self.arkit = _load_arkit()
         if self.arkit is None:
