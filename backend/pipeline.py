@@ -188,7 +188,7 @@ class Engine:
             from .fit_photometric import fit_photometric
 
             prog.begin("fit_photometric")
-            image_t = torch.from_numpy(img.rgb).float().div(255.0).to(self.device)
+            image_t = torch.tensor(img.rgb, dtype=torch.float32, device=self.device).div(255.0)
             photo_res = fit_photometric(
                 self.flame, params, image_t, self.uv, fit.landmark_loss, opts.quality, self.assets,
                 progress=lambda s, f, m="": prog.report("fit_photometric", f, m),
