@@ -74,9 +74,10 @@ def _renamed(armature: bpy.types.Object, mesh_obj: bpy.types.Object, mapping: ep
         _rename_all(originals)
 
 
-class HEADRECON_OT_export_head(bpy.types.Operator):
+class HEADRECON_OT_export_head(face_rig.HeadPoll, bpy.types.Operator):
     """Export the head (armature, mesh, shape keys, animation) for glTF viewers, Unreal or Unity"""
 
+    object_mode_for = "export"
     bl_idname = "headrecon.export_head"
     bl_label = "Export Head"
     bl_options = {'REGISTER'}
@@ -92,16 +93,6 @@ class HEADRECON_OT_export_head(bpy.types.Operator):
         default="GLB")
     rename: bpy.props.EnumProperty(  # type: ignore[valid-type]
         name="Names", items=RENAME_ITEMS, default="PRESET")
-
-    @classmethod
-    def poll(cls, context: bpy.types.Context) -> bool:
-        if context.mode != 'OBJECT':
-            cls.poll_message_set("Switch to Object Mode to export")
-            return False
-        if face_rig.head_or_none(context) is None:
-            cls.poll_message_set("Select a HeadRecon head")
-            return False
-        return True
 
     def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
         if not self.filepath:

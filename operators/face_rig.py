@@ -19,10 +19,16 @@ from ..panels.main_panel import rotation_property
 
 
 class HeadPoll:
-    """Operator mixin: available only while a HeadRecon head is selected."""
+    """Operator mixin: available only while a HeadRecon head is selected (and, when
+    ``object_mode_for`` names the action, only in Object Mode)."""
+
+    object_mode_for: str = ""
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
+        if cls.object_mode_for and context.mode != 'OBJECT':
+            cls.poll_message_set(f"Switch to Object Mode to {cls.object_mode_for}")
+            return False
         if head_or_none(context) is None:
             cls.poll_message_set("Select a HeadRecon head")
             return False

@@ -44,9 +44,10 @@ def fps_of(scene: bpy.types.Scene) -> float:
     return scene.render.fps / scene.render.fps_base
 
 
-class HEADRECON_OT_import_livelink(bpy.types.Operator):
+class HEADRECON_OT_import_livelink(face_rig.HeadPoll, bpy.types.Operator):
     """Key a Live Link Face CSV (ARKit weights, head and eye rotations) onto the head"""
 
+    object_mode_for = "import"
     bl_idname = "headrecon.import_livelink"
     bl_label = "Import Live Link Face CSV"
     bl_options = {'REGISTER', 'UNDO'}
@@ -64,16 +65,6 @@ class HEADRECON_OT_import_livelink(bpy.types.Operator):
     rotations: bpy.props.BoolProperty(  # type: ignore[valid-type]
         name="Head and Eye Rotations", default=True,
         description="Key the neck (head) and eye bone rotations")
-
-    @classmethod
-    def poll(cls, context: bpy.types.Context) -> bool:
-        if context.mode != 'OBJECT':
-            cls.poll_message_set("Switch to Object Mode to import")
-            return False
-        if face_rig.head_or_none(context) is None:
-            cls.poll_message_set("Select a HeadRecon head")
-            return False
-        return True
 
     def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
         context.window_manager.fileselect_add(self)
