@@ -31,25 +31,7 @@ import numpy as np
 
 from . import naming
 
-# Apple's ARFaceAnchor.BlendShapeLocation names (the 52 ARKit blendshapes). The backend's
-# list (backend/arkit.py ARKIT_NAMES) is the same; tests check they agree.
-ARKIT_NAMES: tuple[str, ...] = (
-    "eyeBlinkLeft", "eyeLookDownLeft", "eyeLookInLeft", "eyeLookOutLeft", "eyeLookUpLeft",
-    "eyeSquintLeft", "eyeWideLeft",
-    "eyeBlinkRight", "eyeLookDownRight", "eyeLookInRight", "eyeLookOutRight", "eyeLookUpRight",
-    "eyeSquintRight", "eyeWideRight",
-    "jawForward", "jawLeft", "jawRight", "jawOpen",
-    "mouthClose", "mouthFunnel", "mouthPucker", "mouthLeft", "mouthRight",
-    "mouthSmileLeft", "mouthSmileRight", "mouthFrownLeft", "mouthFrownRight",
-    "mouthDimpleLeft", "mouthDimpleRight", "mouthStretchLeft", "mouthStretchRight",
-    "mouthRollLower", "mouthRollUpper", "mouthShrugLower", "mouthShrugUpper",
-    "mouthPressLeft", "mouthPressRight", "mouthLowerDownLeft", "mouthLowerDownRight",
-    "mouthUpperUpLeft", "mouthUpperUpRight",
-    "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight",
-    "cheekPuff", "cheekSquintLeft", "cheekSquintRight",
-    "noseSneerLeft", "noseSneerRight",
-    "tongueOut",
-)
+ARKIT_NAMES = naming.ARKIT_NAMES  # re-exported: the add-on's panels and profiles use it
 
 EXPRESSION_BONES: tuple[str, ...] = (naming.JAW_BONE, naming.EYE_L_BONE, naming.EYE_R_BONE)
 HEAD_POSE_BONES: tuple[str, ...] = (naming.ROOT_BONE, naming.NECK_BONE, naming.HEAD_BONE)

@@ -37,24 +37,13 @@ from dataclasses import dataclass, field
 
 from . import naming
 
-# The 52 blend shapes in the order of the app's CSV export (see the module docstring).
-BLENDSHAPES: tuple[str, ...] = (
-    "EyeBlinkLeft", "EyeLookDownLeft", "EyeLookInLeft", "EyeLookOutLeft", "EyeLookUpLeft",
-    "EyeSquintLeft", "EyeWideLeft",
-    "EyeBlinkRight", "EyeLookDownRight", "EyeLookInRight", "EyeLookOutRight", "EyeLookUpRight",
-    "EyeSquintRight", "EyeWideRight",
-    "JawForward", "JawRight", "JawLeft", "JawOpen",
-    "MouthClose", "MouthFunnel", "MouthPucker", "MouthRight", "MouthLeft",
-    "MouthSmileLeft", "MouthSmileRight", "MouthFrownLeft", "MouthFrownRight",
-    "MouthDimpleLeft", "MouthDimpleRight", "MouthStretchLeft", "MouthStretchRight",
-    "MouthRollLower", "MouthRollUpper", "MouthShrugLower", "MouthShrugUpper",
-    "MouthPressLeft", "MouthPressRight", "MouthLowerDownLeft", "MouthLowerDownRight",
-    "MouthUpperUpLeft", "MouthUpperUpRight",
-    "BrowDownLeft", "BrowDownRight", "BrowInnerUp", "BrowOuterUpLeft", "BrowOuterUpRight",
-    "CheekPuff", "CheekSquintLeft", "CheekSquintRight",
-    "NoseSneerLeft", "NoseSneerRight",
-    "TongueOut",
-)
+# The 52 blend shapes in the order of the app's CSV export (see the module docstring): ARKit's
+# names capitalised, in Apple's order except that the app writes Right before Left for the
+# jaw and mouth side shapes.
+_CSV_SWAPS = {"jawLeft": "jawRight", "jawRight": "jawLeft",
+              "mouthLeft": "mouthRight", "mouthRight": "mouthLeft"}
+BLENDSHAPES: tuple[str, ...] = tuple(
+    (n := _CSV_SWAPS.get(a, a))[0].upper() + n[1:] for a in naming.ARKIT_NAMES)
 ROTATION_GROUPS: tuple[str, ...] = ("Head", "LeftEye", "RightEye")
 ANGLES: tuple[str, ...] = ("Yaw", "Pitch", "Roll")
 ROTATIONS: tuple[str, ...] = tuple(g + a for g in ROTATION_GROUPS for a in ANGLES)

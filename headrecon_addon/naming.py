@@ -77,6 +77,27 @@ def corrective_keys() -> list[str]:
     return [corrective_key(j, r, c) for j in CORRECTIVE_JOINTS for r in range(3) for c in range(3)]
 
 
+# Apple's ARFaceAnchor.BlendShapeLocation names (the 52 ARKit blendshapes). The backend's
+# list (backend/arkit.py ARKIT_NAMES) is the same; tests check they agree.
+ARKIT_NAMES: tuple[str, ...] = (
+    "eyeBlinkLeft", "eyeLookDownLeft", "eyeLookInLeft", "eyeLookOutLeft", "eyeLookUpLeft",
+    "eyeSquintLeft", "eyeWideLeft",
+    "eyeBlinkRight", "eyeLookDownRight", "eyeLookInRight", "eyeLookOutRight", "eyeLookUpRight",
+    "eyeSquintRight", "eyeWideRight",
+    "jawForward", "jawLeft", "jawRight", "jawOpen",
+    "mouthClose", "mouthFunnel", "mouthPucker", "mouthLeft", "mouthRight",
+    "mouthSmileLeft", "mouthSmileRight", "mouthFrownLeft", "mouthFrownRight",
+    "mouthDimpleLeft", "mouthDimpleRight", "mouthStretchLeft", "mouthStretchRight",
+    "mouthRollLower", "mouthRollUpper", "mouthShrugLower", "mouthShrugUpper",
+    "mouthPressLeft", "mouthPressRight", "mouthLowerDownLeft", "mouthLowerDownRight",
+    "mouthUpperUpLeft", "mouthUpperUpRight",
+    "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight",
+    "cheekPuff", "cheekSquintLeft", "cheekSquintRight",
+    "noseSneerLeft", "noseSneerRight",
+    "tongueOut",
+)
+
+
 def shape_key_names(n_expr: int, arkit_names: tuple[str, ...] = ()) -> list[str]:
     """Every shape key of a head in order: Basis, expressions, blinks, Captured, ARKit, correctives.
 

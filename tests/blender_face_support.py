@@ -60,6 +60,14 @@ def install(zip_path: Path, directory: Path) -> None:
     assert (directory / "headrecon" / "blender_manifest.toml").is_file()
 
 
+def built_and_installed(tmp_path_factory) -> Path:
+    """Build the zip and install it into a fresh extensions folder; returns that folder
+    (the body of each Blender test module's ``ext_dir`` fixture)."""
+    directory = tmp_path_factory.mktemp("extensions")
+    install(build_zip(tmp_path_factory.mktemp("dist")), directory)
+    return directory
+
+
 def _raise(exc: Exception) -> None:
     raise exc
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.blender_face_support import (bpy, build_zip, enabled, import_head, install,
-                                        key_values, local_rotation, write_arkit_bundle)
+from tests.blender_face_support import (bpy, built_and_installed, enabled, import_head, key_values,
+                                        local_rotation, write_arkit_bundle)
 
 from backend.bundle import write_dev_bundle
 from headrecon_addon import face_controls, naming, presets, rig
@@ -28,9 +28,7 @@ ROT_TOL = 1e-6
 
 @pytest.fixture(scope="module")
 def ext_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("extensions")
-    install(build_zip(tmp_path_factory.mktemp("dist")), directory)
-    return directory
+    return built_and_installed(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

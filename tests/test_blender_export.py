@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.blender_face_support import (REPO, bpy, build_zip, enabled, import_head, install,
+from tests.blender_face_support import (REPO, bpy, built_and_installed, enabled, import_head,
                                         write_arkit_bundle)
 
 from headrecon_addon import export_profiles, face_controls, naming
@@ -33,9 +33,7 @@ JAW_ANGLE = 0.15  # SURPRISE preset
 
 @pytest.fixture(scope="module")
 def ext_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("extensions")
-    install(build_zip(tmp_path_factory.mktemp("dist")), directory)
-    return directory
+    return built_and_installed(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,8 @@ import pytest
 
 import sys
 
-from tests.blender_face_support import (EXT_MODULE, bpy, build_zip, enabled, import_head,
-                                        install, write_arkit_bundle)
+from tests.blender_face_support import (EXT_MODULE, bpy, built_and_installed, enabled, import_head,
+                                        write_arkit_bundle)
 
 from headrecon_addon import face_controls, livelink, naming
 
@@ -32,9 +32,7 @@ START = 10
 
 @pytest.fixture(scope="module")
 def ext_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("extensions")
-    install(build_zip(tmp_path_factory.mktemp("dist")), directory)
-    return directory
+    return built_and_installed(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
