@@ -20,7 +20,8 @@ and ``shape`` (identity, expression, root, neck, jaw, eyes, eyelids, translation
 robust (Huber, IRLS) Levenberg-Marquardt solves with Jacobians from ``torch.func.jacfwd`` on a
 FLAME restricted to the ~550 vertices the landmarks use, so they are fast on a CPU.
 Priors: L2 on identity / expression coefficients (unit-variance components), on neck, jaw,
-eye rotations and blink weights, plus hinge limits on jaw, neck, eyes and blinks ([0, 1]).
+eye rotations, the difference of the two eyes' rotations (gaze) and blink weights, plus hinge
+limits on jaw, neck, eyes and blinks ([0, 1]).
 
 Camera: unless given, :func:`default_camera` with a 30 degree field of view across the longer
 image side and the principal point at the image centre.
@@ -59,8 +60,10 @@ FAR_CONTOUR_FADE = (20.0, 40.0)  # |yaw| in degrees where far-side contour weigh
 HUBER_DELTA = 0.02  # in face sizes (~4 px on a 200 px face)
 # Prior weights (cost = sum of squared normalised residuals + sum of weight * value^2); tuned on
 # synthetic dev-model heads with 0 and 1.5 px landmark noise (benchmarks/bench_fit_landmarks.py).
+# "gaze" ties the two eyes' rotations together: without it an eye MediaPipe barely sees (beyond
+# ~40 degrees of yaw) turned on its own and the head came out cross-eyed.
 PRIOR = {"shape": 1e-4, "expression": 1e-4, "neck": 0.05, "jaw": 5e-4, "jaw_side": 0.02,
-         "eyes": 2e-4, "eyelids": 1e-4}
+         "eyes": 2e-4, "gaze": 0.01, "eyelids": 1e-4}
 LIMIT_WEIGHT = 100.0
 JAW_LIMITS = ((-0.05, 0.6), (-0.1, 0.1), (-0.1, 0.1))  # (lo, hi) rad per axis (x opens)
 NECK_LIMIT, EYE_LIMIT = 0.7, 0.6  # |axis-angle| components in rad
@@ -433,6 +436,7 @@ def _priors(flame: FLAME) -> Callable[[dict[str, torch.Tensor]], torch.Tensor]:
         parts = [sq["shape"] * p["shape"].reshape(-1), sq["expression"] * p["expression"].reshape(-1),
                  sq["neck"] * pose[neck], sq["jaw"] * pose[jaw, :1],
                  sq["jaw_side"] * pose[jaw, 1:], sq["eyes"] * pose[eyes].reshape(-1),
+                 sq["gaze"] * (pose[eyes[0]] - pose[eyes[1]]),
                  lim * _hinge(pose[jaw], lo, hi), lim * _hinge(pose[neck], -NECK_LIMIT, NECK_LIMIT),
                  lim * _hinge(pose[eyes].reshape(-1), -EYE_LIMIT, EYE_LIMIT)]
         if "eyelids" in p:
