@@ -7,7 +7,6 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from .errors import BadInputError
 from .params import Camera
 from .render import interpolate, rasterize, vertex_normals
 
@@ -50,13 +49,9 @@ def draw_overlay(image: np.ndarray, verts_view: np.ndarray | torch.Tensor,
     Returns:
         (H, W, 3) uint8 RGB.
     """
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise BadInputError("The photo must be an (H, W, 3) uint8 RGB image.")
+    cam = camera.for_photo(image)
     H, W = image.shape[:2]
     s = W / camera.width
-    if abs(camera.height * s - H) > 1.0:
-        raise BadInputError("The photo and the camera have different aspect ratios.")
-    cam = Camera(camera.focal * s, camera.cx * s, camera.cy * s, W, H)
     verts = (verts_view.detach().cpu().numpy() if isinstance(verts_view, torch.Tensor)
              else np.asarray(verts_view)).astype(np.float32)
     faces_np = (faces.detach().cpu().numpy() if isinstance(faces, torch.Tensor)

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .errors import BadInputError
+
 
 @dataclass
 class Camera:
@@ -22,6 +24,24 @@ class Camera:
         """The same camera for the image resized by factor ``s`` (e.g. back to the input photo)."""
         return Camera(self.focal * s, self.cx * s, self.cy * s,
                       int(round(self.width * s)), int(round(self.height * s)))
+
+    def for_photo(self, image: np.ndarray) -> "Camera":
+        """This camera for ``image``, the fitted photo at another resolution.
+
+        Args:
+            image: (H, W, 3) uint8 RGB.
+        Returns:
+            The camera scaled by ``W / width``, exactly W x H pixels.
+        Raises:
+            BadInputError: not such an image, or one of another aspect ratio.
+        """
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise BadInputError("The photo must be an (H, W, 3) uint8 RGB image.")
+        H, W = image.shape[:2]
+        s = W / self.width
+        if abs(self.height * s - H) > 1.0:
+            raise BadInputError("The photo and the camera have different aspect ratios.")
+        return Camera(self.focal * s, self.cx * s, self.cy * s, W, H)
 
 
 @dataclass

@@ -147,13 +147,7 @@ def sample_photo_texture(image: np.ndarray, verts_view: np.ndarray | torch.Tenso
         (size, size, 4) uint8 RGBA, row 0 = top (v = 1); alpha 255 where the texel's
         surface point is visible in the photo, 0 elsewhere (RGB 0 there).
     """
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise BadInputError("The photo must be an (H, W, 3) uint8 RGB image.")
-    H, W = image.shape[:2]
-    s = W / camera.width
-    if abs(camera.height * s - H) > 1.0:
-        raise BadInputError("The photo and the camera have different aspect ratios.")
-    cam = camera.scaled(s) if abs(s - 1.0) > 1e-9 else camera
+    cam = camera.for_photo(image)
     proj = project_texels(verts_view, faces, layout, cam, size)
     tex = np.zeros((size, size, 4), np.uint8)
     vis = proj.visible
