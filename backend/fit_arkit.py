@@ -30,8 +30,7 @@ import numpy as np
 import torch
 
 from .errors import Cancelled
-from .fit_landmarks import (HUBER_DELTA, W_LIDS, LandmarkTargets, _Problem, _rigid_init,
-                            default_camera)
+from .fit_landmarks import HUBER_DELTA, W_LIDS, _rigid_init, landmark_problem
 from .flame import FLAME, FlameModelData
 from .landmark_embedding import LandmarkEmbedding, yaw_degrees
 from .params import Camera, FitParams
@@ -155,12 +154,7 @@ def fit_arkit(flame: FLAME, emb: LandmarkEmbedding, points478: np.ndarray,
         BadInputError: wrong landmark array or a degenerate face.
         Cancelled: ``cancel()`` returned True.
     """
-    if camera is None:
-        if image_size is None:
-            raise ValueError("fit_arkit needs a camera or an image_size")
-        camera = default_camera(*image_size)
-    targets = LandmarkTargets.from_mediapipe(points478, emb)
-    prob = _Problem(flame, emb, targets, camera)
+    prob, targets, camera = landmark_problem(flame, emb, points478, camera, image_size)
     dev = prob.device
     shape = shape.to(dev, torch.float32)
     n_a = flame.n_expr

@@ -284,6 +284,25 @@ def _levenberg_marquardt(fun: Callable[[torch.Tensor], torch.Tensor], x: torch.T
     return x
 
 
+def landmark_problem(flame: FLAME, emb: LandmarkEmbedding, points478: np.ndarray,
+                     camera: Camera | None, image_size: tuple[int, int] | None
+                     ) -> tuple["_Problem", LandmarkTargets, Camera]:
+    """Targets and residual problem of one image, shared by the landmark and ARKit fits.
+
+    Args:
+        points478: (478, 2|3) MediaPipe points in pixels; camera: None =
+            :func:`default_camera` of ``image_size`` (width, height).
+    Raises:
+        ValueError: neither a camera nor an image size; BadInputError: bad landmarks.
+    """
+    if camera is None:
+        if image_size is None:
+            raise ValueError("a landmark fit needs a camera or an image_size")
+        camera = default_camera(*image_size)
+    targets = LandmarkTargets.from_mediapipe(points478, emb)
+    return _Problem(flame, emb, targets, camera), targets, camera
+
+
 def _rigid_init(prob: _Problem, targets: LandmarkTargets, base: dict[str, torch.Tensor],
                 camera: Camera) -> tuple[torch.Tensor, torch.Tensor]:
     """Root rotation (3,) and translation (3,) from a PnP solve on the mean head's inner points."""
@@ -337,12 +356,7 @@ def fit_landmarks(flame: FLAME, emb: LandmarkEmbedding, points478: np.ndarray,
     """
     if quality not in QUALITIES:
         raise ValueError(f"quality must be one of {', '.join(QUALITIES)}")
-    if camera is None:
-        if image_size is None:
-            raise ValueError("fit_landmarks needs a camera or an image_size")
-        camera = default_camera(*image_size)
-    targets = LandmarkTargets.from_mediapipe(points478, emb)
-    prob = _Problem(flame, emb, targets, camera)
+    prob, targets, camera = landmark_problem(flame, emb, points478, camera, image_size)
     dev = prob.device
     n_s, n_e = min(flame.n_shape, N_SHAPE_FIT), min(flame.n_expr, N_EXPR_FIT)
     n_j = flame.n_joints
