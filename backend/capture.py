@@ -1,7 +1,7 @@
 """Facial performance capture: ARKit weights plus jaw, eye and head rotations of a known
 identity, from one photo or from every frame of a video / image sequence.
 
-Each frame goes through MediaPipe (``engine.detector``) and :func:`backend.fit_arkit.fit_arkit`
+Each frame goes through MediaPipe (``engine.detector``) and :func:`backend.fit.arkit_fit.fit_arkit`
 with the identity's adapted ARKit shapes (:class:`CaptureModel`). In a sequence the first
 frame (and the first after a frame without a face) is fitted from scratch; every other frame
 starts from the previous frame's head pose and translation and runs fewer iterations.
@@ -27,9 +27,9 @@ import numpy as np
 import torch
 
 from .errors import BadInputError, Cancelled
-from .fit_arkit import arkit_flame, fit_arkit
+from .fit.arkit_fit import arkit_flame, fit_arkit
 from .options import CancelFn, ProgressFn
-from .params import FitParams
+from .model.params import FitParams
 
 JOINTS: tuple[str, ...] = ("root", "neck", "jaw", "eye_L", "eye_R")
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -80,7 +80,7 @@ class CaptureModel:
     """
 
     def __init__(self, engine: Any, identity_shape: np.ndarray | list[float]):
-        from .arkit import arkit_for_identity, load_arkit_on_flame
+        from .model.arkit import arkit_for_identity, load_arkit_on_flame
 
         model = engine.model
         shape = np.asarray(identity_shape, dtype=np.float64).reshape(-1)
@@ -136,7 +136,7 @@ def capture_photo(engine: Any, identity_shape: np.ndarray | list[float],
     Raises:
         BadInputError: unreadable photo or no face. Cancelled: ``cancel()`` returned True.
     """
-    from .image_io import load_image
+    from .files.photo import load_image
 
     rgb = load_image(photo, max_side=max_side).rgb if not isinstance(photo, np.ndarray) \
         else _checked_rgb(photo)
@@ -202,7 +202,7 @@ def open_frames(source: str | os.PathLike[str] | Iterable[np.ndarray],
         return FrameSource((_downscale(_checked_rgb(f), max_side) for f in source), count, None)
     path = Path(source)
     if path.is_dir():
-        from .image_io import load_image
+        from .files.photo import load_image
 
         files = image_files(path)
         return FrameSource((load_image(f, max_side=max_side).rgb for f in files), len(files), None)

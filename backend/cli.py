@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"headrecon: wrote {args.output}", file=sys.stderr)
             return 0
         if args.command == "serve":
-            from .service import serve_main
+            from .service.main import serve_main
 
             return serve_main(args)
         if args.command == "capture":

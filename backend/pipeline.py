@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from . import __version__
-from .assets import assets_dir, flame_model_path
+from .model.assets import assets_dir, flame_model_path
 from .errors import Cancelled, HeadReconError
-from .landmark_eval import Landmarks68
+from .landmarks.ibug68 import Landmarks68
 from .options import CancelFn, ProgressFn, ReconstructOptions
 
 log = logging.getLogger(__name__)
@@ -86,9 +86,9 @@ class Engine:
     """
 
     def __init__(self, options: ReconstructOptions | None = None):
-        from .flame import FLAME, load_eyelid_deltas, load_flame, select_device, sha_warning
-        from .landmark_embedding import LandmarkEmbedding
-        from .uv import load_uv_layout
+        from .model.flame import FLAME, load_eyelid_deltas, load_flame, select_device, sha_warning
+        from .landmarks.embedding import LandmarkEmbedding
+        from .model.uv import load_uv_layout
 
         opts = options or ReconstructOptions()
         self.assets = assets_dir(opts.assets)
@@ -101,7 +101,7 @@ class Engine:
         self.eyelid_deltas = eyelids
         self.embedding = LandmarkEmbedding.load(self.assets)
         # result.json's landmarks: FLAME's static 68-point embedding. The head-frame offset
-        # table of backend/landmark_eval.py was learnt on the evaluation images' ground truth,
+        # table of backend/landmarks/ibug68.py was learnt on the evaluation images' ground truth,
         # so the product does not use it (it stays a benchmark diagnosis).
         self.lmk68 = Landmarks68(self.assets, self.model.faces, offsets_mm=np.zeros((68, 3)))
         self.uv = load_uv_layout(self.assets, model_faces=self.model.faces)
@@ -115,7 +115,7 @@ class Engine:
     @property
     def detector(self):
         if self._detector is None:
-            from .landmarks import get_landmarker
+            from .landmarks.mediapipe_mesh import get_landmarker
 
             self._detector = get_landmarker()
         return self._detector
@@ -159,8 +159,8 @@ class Engine:
 
     def _run(self, photo: Path, out: Path, opts: ReconstructOptions, prog: _Progress,
              stages: list[str]) -> dict[str, Any]:
-        from .fit_landmarks import fit_landmarks
-        from .image_io import load_image
+        from .fit.landmark_fit import fit_landmarks
+        from .files.photo import load_image
 
         torch.manual_seed(opts.seed)
         warnings: list[str] = list(self.model_warnings)
@@ -185,7 +185,7 @@ class Engine:
         prog.end()
 
         if "fit_photometric" in stages:
-            from .fit_photometric import fit_photometric
+            from .fit.photometric import fit_photometric
 
             prog.begin("fit_photometric")
             image_t = torch.tensor(img.rgb, dtype=torch.float32, device=self.device).div(255.0)
@@ -208,13 +208,13 @@ class Engine:
 
         texture = None
         if "texture" in stages:
-            from .texture import sample_photo_texture
+            from .appearance.texture import sample_photo_texture
 
             prog.begin("texture")
             texture = sample_photo_texture(img.rgb, verts_view.cpu().numpy(), self.model.faces,
                                            self.uv, cam, size=1024)
             if "detail" not in stages:  # the albedo is otherwise de-lit with the detail normals
-                from .albedo import complete_albedo
+                from .appearance.albedo import complete_albedo
 
                 written = complete_albedo(self, params, img.rgb, out, texture=texture,
                                           progress=lambda s, f, m="": prog.report("texture", f, m),
@@ -225,7 +225,7 @@ class Engine:
 
         if "detail" in stages:
             prog.begin("detail")
-            from .detail import recover_detail
+            from .appearance.detail import recover_detail
 
             written = recover_detail(self, params, img.rgb, out,
                                      progress=lambda s, f, m="": prog.report("detail", f, m),
@@ -236,8 +236,8 @@ class Engine:
             prog.end()
 
         prog.begin("bundle")
-        from .bundle import write_result_bundle
-        from .overlay import draw_overlay
+        from .files.bundle import write_result_bundle
+        from .appearance.overlay import draw_overlay
 
         overlay = draw_overlay(img.rgb, verts_view.cpu().numpy(), self.model.faces, cam, lmk68_px)
         scale = img.scale
@@ -282,7 +282,7 @@ class Engine:
         """ARKit shapes adapted to the fitted identity, or None without the setup file."""
         if self.arkit is None:
             return None
-        from .arkit import arkit_for_identity
+        from .model.arkit import arkit_for_identity
 
         names, deltas = self.arkit
         shape = params.shape[0].detach().cpu().numpy().astype(np.float64)
@@ -292,7 +292,7 @@ class Engine:
 
 
 def _load_arkit() -> tuple[list[str], np.ndarray] | None:
-    from .arkit import load_arkit_on_flame
+    from .model.arkit import load_arkit_on_flame
     from .errors import ModelFileError
 
     try:

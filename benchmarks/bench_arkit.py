@@ -16,15 +16,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from backend.arkit import (arkit_for_identity, build_arkit_on_flame,  # noqa: E402
+from backend.model.arkit import (arkit_for_identity, build_arkit_on_flame,  # noqa: E402
                            eye_lids, load_flame_template)
-from backend.assets import DEV_MODEL_RELPATH, asset_path, assets_dir  # noqa: E402
-from backend.fit_arkit import arkit_flame, fit_arkit  # noqa: E402
-from backend.fit_landmarks import fit_landmarks  # noqa: E402
-from backend.flame import FLAME, load_flame  # noqa: E402
-from backend.image_io import load_image  # noqa: E402
-from backend.landmark_embedding import LandmarkEmbedding  # noqa: E402
-from backend.landmarks import detect_faces  # noqa: E402
+from backend.model.assets import DEV_MODEL_RELPATH, asset_path, assets_dir  # noqa: E402
+from backend.fit.arkit_fit import arkit_flame, fit_arkit  # noqa: E402
+from backend.fit.landmark_fit import fit_landmarks  # noqa: E402
+from backend.model.flame import FLAME, load_flame  # noqa: E402
+from backend.files.photo import load_image  # noqa: E402
+from backend.landmarks.embedding import LandmarkEmbedding  # noqa: E402
+from backend.landmarks.mediapipe_mesh import detect_faces  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 

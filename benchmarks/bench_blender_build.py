@@ -3,7 +3,7 @@ cost of one animation frame (armature + driven correctives) while scrubbing.
 
     .venv/bin/python benchmarks/bench_blender_build.py [--bundle DIR] [--repeats 5] [--frames 100]
 
-Without --bundle a dev bundle is generated (``python -m backend.bundle --dev``). The
+Without --bundle a dev bundle is generated (``python -m backend.files.bundle --dev``). The
 extension zip is built with build.py and installed into a temporary extensions repository
 of a temporary Blender user folder, like the tests. Target: a head in <= 2 s on this CPU.
 """
@@ -74,7 +74,7 @@ def main() -> int:
         bundle_dir = args.bundle
         if bundle_dir is None:
             bundle_dir = tmp / "bundle"
-            subprocess.run([sys.executable, "-m", "backend.bundle", "--dev", str(bundle_dir)],
+            subprocess.run([sys.executable, "-m", "backend.files.bundle", "--dev", str(bundle_dir)],
                            cwd=REPO, check=True)
         import bpy
 

@@ -1,7 +1,7 @@
 """Performance capture numbers; prints them.
 
 1. Landmark error of the ARKit-driven fit (backend.capture, 51 ARKit weights + jaw/eyes/head)
-   against the FLAME-expression fit (backend.fit_landmarks.fit_landmarks: identity, PCA
+   against the FLAME-expression fit (backend.fit.landmark_fit.fit_landmarks: identity, PCA
    expression, pose) on ../shared/eval/photos/expression_*.jpg. The ARKit fit uses the
    identity the FLAME fit found. Error: RMS over the 105 inner MediaPipe points (both fits
    report it the same way), in pixels and in % of the face size sqrt(w * h) of the
@@ -26,8 +26,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from backend.capture import CaptureModel, capture_sequence  # noqa: E402
-from backend.fit_landmarks import fit_landmarks  # noqa: E402
-from backend.image_io import load_image  # noqa: E402
+from backend.fit.landmark_fit import fit_landmarks  # noqa: E402
+from backend.files.photo import load_image  # noqa: E402
 from backend.pipeline import Engine  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent

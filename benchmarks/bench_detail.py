@@ -40,13 +40,13 @@ from PIL import Image
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from backend.albedo import complete_albedo  # noqa: E402
-from backend.assets import assets_dir  # noqa: E402
-from backend.detail import (QUALITY_CONFIGS, camera_for, detailed_normals, recover_displacement,  # noqa: E402
+from backend.appearance.albedo import complete_albedo  # noqa: E402
+from backend.model.assets import assets_dir  # noqa: E402
+from backend.appearance.detail import (QUALITY_CONFIGS, camera_for, detailed_normals, recover_displacement,  # noqa: E402
                             render_pixels, visible_pixels, write_detail_maps)
-from backend.fit_landmarks import fit_landmarks  # noqa: E402
-from backend.fit_photometric import fit_photometric  # noqa: E402
-from backend.image_io import load_image  # noqa: E402
+from backend.fit.landmark_fit import fit_landmarks  # noqa: E402
+from backend.fit.photometric import fit_photometric  # noqa: E402
+from backend.files.photo import load_image  # noqa: E402
 from backend.options import ReconstructOptions  # noqa: E402
 from backend.pipeline import Engine  # noqa: E402
 

@@ -22,10 +22,10 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from backend.assets import assets_dir, asset_path  # noqa: E402
-from backend.fit_landmarks import default_camera, fit_landmarks  # noqa: E402
-from backend.flame import FLAME, load_eyelid_deltas, load_flame  # noqa: E402
-from backend.landmark_embedding import LandmarkEmbedding  # noqa: E402
+from backend.model.assets import assets_dir, asset_path  # noqa: E402
+from backend.fit.landmark_fit import default_camera, fit_landmarks  # noqa: E402
+from backend.model.flame import FLAME, load_eyelid_deltas, load_flame  # noqa: E402
+from backend.landmarks.embedding import LandmarkEmbedding  # noqa: E402
 from test_fit_landmarks import (aligned_error_mm, fitted_vertices, synthetic_head,  # noqa: E402
                                 synthetic_points)
 

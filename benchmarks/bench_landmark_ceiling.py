@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_landmark_ceiling.py [--quality default] [--learn]
 
 For each AFLW2000-3D evaluation image (MediaPipe on the loaded photo, then ``fit_landmarks``;
-no photometric stage) prints the NME (%, see backend/landmark_eval.py) of
+no photometric stage) prints the NME (%, see backend/landmarks/ibug68.py) of
   mp      MediaPipe's 478 points mapped straight to the 68 (``MEDIAPIPE_TO_IBUG68``, no FLAME),
   static  the fitted head's static 68-point embedding (fixed surface points),
   dynamic the same with the yaw-dependent silhouette contour (the fitting targets' definition),
@@ -32,15 +32,15 @@ from scipy.io import loadmat
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from backend.assets import assets_dir, flame_model_path  # noqa: E402
-from backend.fit_landmarks import fit_landmarks, project  # noqa: E402
-from backend.flame import FLAME, load_eyelid_deltas, load_flame  # noqa: E402
-from backend.image_io import load_image  # noqa: E402
-from backend.landmark_embedding import LandmarkEmbedding, yaw_degrees  # noqa: E402
-from backend.landmark_eval import (MEDIAPIPE_TO_IBUG68, REGIONS_68, Landmarks68,  # noqa: E402
+from backend.model.assets import assets_dir, flame_model_path  # noqa: E402
+from backend.fit.landmark_fit import fit_landmarks, project  # noqa: E402
+from backend.model.flame import FLAME, load_eyelid_deltas, load_flame  # noqa: E402
+from backend.files.photo import load_image  # noqa: E402
+from backend.landmarks.embedding import LandmarkEmbedding, yaw_degrees  # noqa: E402
+from backend.landmarks.ibug68 import (MEDIAPIPE_TO_IBUG68, REGIONS_68, Landmarks68,  # noqa: E402
                                    head_rotation, nme_percent, region_nme_percent)
-from backend.landmarks import FaceLandmarker  # noqa: E402
-from backend.params import FitParams  # noqa: E402
+from backend.landmarks.mediapipe_mesh import FaceLandmarker  # noqa: E402
+from backend.model.params import FitParams  # noqa: E402
 
 LEARN_REGIONS = ("jaw", "brows", "nose", "mouth")
 OFFSET_PRIOR = 1e-4  # per squared centimetre of offset, against mean squared NME fractions

@@ -18,8 +18,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from backend.image_io import load_image  # noqa: E402
-from backend.landmarks import FaceLandmarker  # noqa: E402
+from backend.files.photo import load_image  # noqa: E402
+from backend.landmarks.mediapipe_mesh import FaceLandmarker  # noqa: E402
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from backend.assets import assets_dir  # noqa: E402
+from backend.model.assets import assets_dir  # noqa: E402
 from backend.options import ReconstructOptions  # noqa: E402
 from backend.pipeline import Engine  # noqa: E402
 
@@ -78,7 +78,7 @@ def run_aflw(engine: Engine, opts: ReconstructOptions, eval_dir: Path, timings: 
 
 def run_synthetic(engine: Engine, opts: ReconstructOptions, n: int,
                   timings: dict) -> dict[str, list[np.ndarray]]:
-    from backend.synthetic import render_synthetic_head
+    from backend.fit.synthetic import render_synthetic_head
 
     errors: dict[str, list[np.ndarray]] = {"rigid": [], "similarity": []}
     face_idx = np.load(assets_dir(opts.assets) / "masks" / "flame_vertex_masks.npz")["face"]

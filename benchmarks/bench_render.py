@@ -17,12 +17,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from backend.assets import DEV_MODEL_RELPATH, asset_path, assets_dir  # noqa: E402
-from backend.fit_photometric import fit_photometric  # noqa: E402
-from backend.flame import FLAME, load_eyelid_deltas, load_flame  # noqa: E402
-from backend.params import Camera, FitParams  # noqa: E402
-from backend.render import interpolate, interpolate_face_varying, rasterize, sh_shading, vertex_normals  # noqa: E402
-from backend.uv import load_uv_layout  # noqa: E402
+from backend.model.assets import DEV_MODEL_RELPATH, asset_path, assets_dir  # noqa: E402
+from backend.fit.photometric import fit_photometric  # noqa: E402
+from backend.model.flame import FLAME, load_eyelid_deltas, load_flame  # noqa: E402
+from backend.model.params import Camera, FitParams  # noqa: E402
+from backend.fit.render import interpolate, interpolate_face_varying, rasterize, sh_shading, vertex_normals  # noqa: E402
+from backend.model.uv import load_uv_layout  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:

@@ -23,7 +23,7 @@ os.environ.setdefault("BLENDER_USER_RESOURCES", tempfile.mkdtemp(prefix="headrec
 import bpy  # noqa: E402
 import addon_utils  # noqa: E402  (Blender's module, importable once bpy is)
 
-from backend.bundle import write_dev_bundle, write_rig_npz  # noqa: E402
+from backend.files.bundle import write_dev_bundle, write_rig_npz  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 REPO_MODULE = "headrecon_face_tests"

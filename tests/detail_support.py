@@ -2,7 +2,7 @@
 ``tests.detail_support``.
 
 A scene is the dev FLAME head (fixed random identity and expression, turned by a yaw) in
-front of the pinhole camera, rendered by the warp ray caster (backend.render) with a known
+front of the pinhole camera, rendered by the warp ray caster (backend.fit.render) with a known
 UV albedo, known SH lighting and optionally a known UV displacement map (normals tilted by
 its slopes, bilinear lookups of 1024^2 maps per pixel), quantised to uint8.
 """
@@ -17,11 +17,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from backend.detail import detailed_normals, render_pixels, visible_pixels
-from backend.flame import FLAME, load_flame
-from backend.params import Camera, FitParams
-from backend.uv import UVLayout, load_uv_layout
-from backend.uvmaps import gaussian_blur, region_mask, texel_frames
+from backend.appearance.detail import detailed_normals, render_pixels, visible_pixels
+from backend.model.flame import FLAME, load_flame
+from backend.model.params import Camera, FitParams
+from backend.model.uv import UVLayout, load_uv_layout
+from backend.appearance.uvmaps import gaussian_blur, region_mask, texel_frames
 
 SIZE = 512  # image side in pixels
 MAP = 1024  # side of the ground-truth UV maps

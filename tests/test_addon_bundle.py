@@ -1,6 +1,6 @@
 """Bundle reading and validation (headrecon_addon.bundle) on a real dev bundle and broken copies.
 
-The dev bundle is written by the real ``python -m backend.bundle --dev`` process from the dev
+The dev bundle is written by the real ``python -m backend.files.bundle --dev`` process from the dev
 FLAME model; each broken copy changes one thing and must give one clear sentence.
 """
 
@@ -22,7 +22,7 @@ from headrecon_addon.bundle import BundleError, load_bundle
 @pytest.fixture(scope="module")
 def dev_bundle(tmp_path_factory, repo_root) -> Path:
     out = tmp_path_factory.mktemp("bundle") / "dev"
-    subprocess.run([sys.executable, "-m", "backend.bundle", "--dev", str(out), "--seed", "3"],
+    subprocess.run([sys.executable, "-m", "backend.files.bundle", "--dev", str(out), "--seed", "3"],
                    cwd=repo_root, check=True, capture_output=True)
     return out
 

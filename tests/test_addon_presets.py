@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend.arkit import ARKIT_NAMES as BACKEND_ARKIT_NAMES
-from backend.bundle import write_dev_bundle
+from backend.model.arkit import ARKIT_NAMES as BACKEND_ARKIT_NAMES
+from backend.files.bundle import write_dev_bundle
 from headrecon_addon import face_controls, naming, presets
 from headrecon_addon.face_controls import ARKIT_NAMES, CapturedStateError
 

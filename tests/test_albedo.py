@@ -12,13 +12,13 @@ import torch
 from PIL import Image
 from scipy.ndimage import binary_erosion
 
-from backend.albedo import (DEFAULT_IRIS_RGB, MOUTH_RGB, SCLERA_RGB, TEETH_RGB, complete_albedo,
+from backend.appearance.albedo import (DEFAULT_IRIS_RGB, MOUTH_RGB, SCLERA_RGB, TEETH_RGB, complete_albedo,
                             complete_albedo_maps, delit_texels)
 from backend.options import ReconstructOptions
 from backend.pipeline import Engine
-from backend.texture import sample_photo_texture
-from backend.uv import uv_rasterize
-from backend.uvmaps import mirror_map, pull_push_fill, region_mask
+from backend.appearance.texture import sample_photo_texture
+from backend.model.uv import uv_rasterize
+from backend.appearance.uvmaps import mirror_map, pull_push_fill, region_mask
 from tests.detail_support import SH_A, SH_B, make_scene, mean_albedo, render
 
 SIZE = 1024

@@ -1,4 +1,4 @@
-"""ARKit shapes transferred from ICT-FaceKit onto FLAME (backend/arkit.py), on the real assets.
+"""ARKit shapes transferred from ICT-FaceKit onto FLAME (backend/model/arkit.py), on the real assets.
 
 The transfer is computed once per session from ../shared/assets (a few seconds). The
 reference ``expressions/arkit51_on_flame.npz`` (another artist's ARKit set on FLAME, used by
@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 from scipy.spatial import cKDTree
 
-from backend.arkit import (ARKIT_NAMES, MISSING_FROM_ICT, WEIGHTS_NAME, arkit_for_identity,
+from backend.model.arkit import (ARKIT_NAMES, MISSING_FROM_ICT, WEIGHTS_NAME, arkit_for_identity,
                            build_arkit_on_flame, ensure_arkit_on_flame, eye_lids,
                            ict_to_arkit_map, lid_apertures, load_arkit_on_flame,
                            load_flame_template, load_ict)
 from backend.errors import ModelFileError
-from backend.flame import load_flame
-from backend.nonrigid import boundary_loops
+from backend.model.flame import load_flame
+from backend.model.nonrigid import boundary_loops
 
 # A vertex "moves" when its displacement exceeds this share of the shape's largest one.
 MOVING_SHARE = 0.25

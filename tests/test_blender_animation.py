@@ -17,7 +17,7 @@ import pytest
 from tests.blender_face_support import (bpy, built_and_installed, enabled, import_head, key_values,
                                         local_rotation, write_arkit_bundle)
 
-from backend.bundle import write_dev_bundle
+from backend.files.bundle import write_dev_bundle
 from headrecon_addon import face_controls, naming, presets, rig
 
 pytestmark = pytest.mark.blender

@@ -33,8 +33,8 @@ import bpy  # noqa: E402
 import addon_utils  # noqa: E402  (Blender's module, importable once bpy is)
 import mathutils  # noqa: E402
 
-from backend.bundle import flame_forward_np, read_obj  # noqa: E402
-from backend.flame import load_eyelid_deltas, load_flame  # noqa: E402
+from backend.files.bundle import flame_forward_np, read_obj  # noqa: E402
+from backend.model.flame import load_eyelid_deltas, load_flame  # noqa: E402
 from headrecon_addon import naming, rig  # noqa: E402
 from headrecon_addon.bundle import load_bundle  # noqa: E402
 
@@ -76,7 +76,7 @@ def ext_zip(tmp_path_factory, repo_root) -> Path:
 @pytest.fixture(scope="module")
 def dev_bundle(tmp_path_factory, repo_root) -> Path:
     out = tmp_path_factory.mktemp("bundle") / "dev"
-    subprocess.run([sys.executable, "-m", "backend.bundle", "--dev", str(out), "--seed", "7"],
+    subprocess.run([sys.executable, "-m", "backend.files.bundle", "--dev", str(out), "--seed", "7"],
                    cwd=repo_root, check=True, capture_output=True)
     return out
 

@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 from scipy.ndimage import binary_dilation
 
-from backend.bundle import read_obj, write_dev_bundle
+from backend.files.bundle import read_obj, write_dev_bundle
 
 pytestmark = pytest.mark.blender
 

@@ -1,6 +1,6 @@
-"""backend.bundle: OBJ and rig.npz writers, the numpy FLAME forward, the dev-bundle CLI.
+"""backend.files.bundle: OBJ and rig.npz writers, the numpy FLAME forward, the dev-bundle CLI.
 
-The numpy forward is checked against the torch FLAME layer (backend.flame), an independent
+The numpy forward is checked against the torch FLAME layer (backend.model.flame), an independent
 implementation of the same equations; tolerance 1e-6 m (float32 torch).
 """
 
@@ -17,11 +17,11 @@ import pytest
 import torch
 from PIL import Image
 
-from backend.bundle import (flame_forward_np, random_dev_params, read_obj, rig_arrays, write_obj,
+from backend.files.bundle import (flame_forward_np, random_dev_params, read_obj, rig_arrays, write_obj,
                             write_result_bundle, write_rig_npz)
-from backend.flame import FLAME, load_eyelid_deltas, load_flame
-from backend.params import Camera, FitParams
-from backend.uv import load_uv_layout
+from backend.model.flame import FLAME, load_eyelid_deltas, load_flame
+from backend.model.params import Camera, FitParams
+from backend.model.uv import load_uv_layout
 from headrecon_addon.bundle import load_bundle
 
 
@@ -116,7 +116,7 @@ def test_write_result_bundle_for_the_pipeline(tmp_path, model, uv, eyelids):
 
 
 def _dev(out: Path, repo: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "backend.bundle", "--dev", str(out), *extra],
+    return subprocess.run([sys.executable, "-m", "backend.files.bundle", "--dev", str(out), *extra],
                           cwd=repo, capture_output=True, text=True)
 
 

@@ -21,11 +21,11 @@ import cv2
 import numpy as np
 import pytest
 
-from backend.bundle import write_dev_bundle
+from backend.files.bundle import write_dev_bundle
 from backend.capture import (JOINTS, CaptureModel, FrameResult, capture_photo, capture_sequence,
                              gaussian_smooth, image_files, smooth_results)
 from backend.errors import BadInputError, Cancelled
-from backend.image_io import load_image
+from backend.files.photo import load_image
 from backend.pipeline import Engine
 from headrecon_addon import livelink
 

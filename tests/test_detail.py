@@ -13,14 +13,14 @@ import torch
 from PIL import Image
 from scipy.ndimage import binary_dilation
 
-from backend.detail import (QUALITY_CONFIGS, detail_region, detailed_normals, recover_detail,
+from backend.appearance.detail import (QUALITY_CONFIGS, detail_region, detailed_normals, recover_detail,
                             recover_displacement)
 from backend.errors import Cancelled
 from backend.options import ReconstructOptions
 from backend.pipeline import Engine
-from backend.render import vertex_normals
-from backend.uv import uv_rasterize
-from backend.uvmaps import (encode_displacement_png16, mirror_map, normal_map_to_rgb8, region_mask,
+from backend.fit.render import vertex_normals
+from backend.model.uv import uv_rasterize
+from backend.appearance.uvmaps import (encode_displacement_png16, mirror_map, normal_map_to_rgb8, region_mask,
                             tangent_normal_map, texel_frames, write_png16)
 from tests.detail_support import MAP, SH_A, bump_map, make_scene, mean_albedo, render
 

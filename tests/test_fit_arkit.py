@@ -1,7 +1,7 @@
-"""Fitting ARKit weights + pose to 2D landmarks for a known identity (backend/fit_arkit.py).
+"""Fitting ARKit weights + pose to 2D landmarks for a known identity (backend/fit/arkit_fit.py).
 
 Synthetic data: a random FLAME identity of the dev model, the ARKit shapes transferred from
-ICT by backend/arkit.py and adapted to it, known weights, head pose and translation; its
+ICT by backend/model/arkit.py and adapted to it, known weights, head pose and translation; its
 landmarks are projected with the pipeline's camera and written into a 478-point MediaPipe
 array (the points the fit does not use are NaN).
 """
@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 import torch
 
-from backend.arkit import arkit_for_identity, build_arkit_on_flame
+from backend.model.arkit import arkit_for_identity, build_arkit_on_flame
 from backend.errors import Cancelled
-from backend.fit_arkit import arkit_flame, fit_arkit
-from backend.fit_landmarks import MP_CONTOUR, MP_IRIS, default_camera, project
-from backend.flame import FLAME, load_flame
-from backend.landmark_embedding import LandmarkEmbedding, yaw_degrees
-from backend.params import Camera, FitParams
+from backend.fit.arkit_fit import arkit_flame, fit_arkit
+from backend.fit.landmark_fit import MP_CONTOUR, MP_IRIS, default_camera, project
+from backend.model.flame import FLAME, load_flame
+from backend.landmarks.embedding import LandmarkEmbedding, yaw_degrees
+from backend.model.params import Camera, FitParams
 
 # Tolerances for noise-free landmarks of a 512 px image (face about 200 px wide).
 MAX_WEIGHT_ERR = 0.15  # any single ARKit weight (near-duplicate shapes trade a little)

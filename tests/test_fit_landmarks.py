@@ -16,11 +16,11 @@ import pytest
 import torch
 
 from backend.errors import BadInputError, Cancelled
-from backend.fit_landmarks import (DEFAULT_FOV_DEG, MP_CONTOUR, MP_IRIS, default_camera,
+from backend.fit.landmark_fit import (DEFAULT_FOV_DEG, MP_CONTOUR, MP_IRIS, default_camera,
                                    fit_landmarks, project)
-from backend.flame import FLAME, load_eyelid_deltas, load_flame
-from backend.landmark_embedding import LandmarkEmbedding, yaw_degrees
-from backend.params import Camera
+from backend.model.flame import FLAME, load_eyelid_deltas, load_flame
+from backend.landmarks.embedding import LandmarkEmbedding, yaw_degrees
+from backend.model.params import Camera
 
 CAMERA = default_camera(512, 512)
 

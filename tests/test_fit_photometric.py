@@ -18,11 +18,11 @@ import torch
 from PIL import Image
 
 from backend.errors import BadInputError, Cancelled
-from backend.fit_photometric import fit_photometric
-from backend.flame import FLAME, load_eyelid_deltas, load_flame
-from backend.params import Camera, FitParams
-from backend.render import interpolate, interpolate_face_varying, rasterize, sh_shading, vertex_normals
-from backend.uv import load_uv_layout
+from backend.fit.photometric import fit_photometric
+from backend.model.flame import FLAME, load_eyelid_deltas, load_flame
+from backend.model.params import Camera, FitParams
+from backend.fit.render import interpolate, interpolate_face_varying, rasterize, sh_shading, vertex_normals
+from backend.model.uv import load_uv_layout
 
 CAM = Camera(focal=900.0, cx=330.0, cy=230.0, width=640, height=480)
 FACE_SIZE_PX = 200.0

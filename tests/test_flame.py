@@ -14,9 +14,9 @@ import scipy.sparse
 import torch
 
 from backend.errors import HeadReconError, ModelFileError
-from backend.flame import (FLAME, JOINT_NAMES, load_eyelid_deltas, load_flame, select_device,
+from backend.model.flame import (FLAME, JOINT_NAMES, load_eyelid_deltas, load_flame, select_device,
                            sha_warning)
-from backend.lbs import rigid_transforms, rodrigues, skew
+from backend.model.lbs import rigid_transforms, rodrigues, skew
 
 
 @pytest.fixture(scope="module")
@@ -259,7 +259,7 @@ def test_sha_warning_for_a_wrong_flame2023_open(tmp_path: Path,
     _write_official_pickle(_small_model(), path, swap_eyes=False)
     text = sha_warning(path)
     assert text is not None and "differs from the published FLAME 2023 Open" in text
-    with caplog.at_level(logging.WARNING, logger="backend.flame"):
+    with caplog.at_level(logging.WARNING, logger="backend.model.flame"):
         data = load_flame(path)
     assert data.name == "FLAME 2023 Open"
     assert any("SHA-256" in r.getMessage() for r in caplog.records)

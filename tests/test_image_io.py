@@ -1,4 +1,4 @@
-"""backend.image_io.load_image on real photos and on variants of them generated into tmp_path."""
+"""backend.files.photo.load_image on real photos and on variants of them generated into tmp_path."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from backend.errors import BadInputError
-from backend.image_io import BACKGROUND, MAX_PIXELS, load_image
+from backend.files.photo import BACKGROUND, MAX_PIXELS, load_image
 
 PHOTO = "photos/expression_2.jpg"  # 450x450 portrait
 

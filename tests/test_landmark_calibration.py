@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from backend.landmark_calibration import (CALIBRATED_NAME, Parts, calibrate_mediapipe_embedding,
+from backend.landmarks.calibration import (CALIBRATED_NAME, Parts, calibrate_mediapipe_embedding,
                                           render_calibration_set, reprojection_errors)
-from backend.landmark_embedding import EMBEDDING_MP, LandmarkEmbedding
+from backend.landmarks.embedding import EMBEDDING_MP, LandmarkEmbedding
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from backend.errors import ModelFileError
-from backend.flame import FLAME, load_flame
-from backend.landmark_embedding import LandmarkEmbedding, yaw_bin, yaw_degrees
+from backend.model.flame import FLAME, load_flame
+from backend.landmarks.embedding import LandmarkEmbedding, yaw_bin, yaw_degrees
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""backend.landmark_eval: the result.json 68-point definition and the AFLW2000-3D scoring.
+"""backend.landmarks.ibug68: the result.json 68-point definition and the AFLW2000-3D scoring.
 
 The definition is checked on the dev FLAME model; the AFLW2000-3D checks run MediaPipe and the
 landmark fit on the real evaluation photos (low-yaw ones, ~1 s each).
@@ -14,13 +14,13 @@ import scipy.io
 import torch
 
 from backend.errors import ModelFileError
-from backend.fit_landmarks import fit_landmarks, project
-from backend.flame import FLAME, load_flame
-from backend.image_io import load_image
-from backend.landmark_embedding import LandmarkEmbedding
-from backend.landmark_eval import (AFLW_OFFSETS_MM, EMBEDDING_68, MEDIAPIPE_TO_IBUG68, REGIONS_68,
+from backend.fit.landmark_fit import fit_landmarks, project
+from backend.model.flame import FLAME, load_flame
+from backend.files.photo import load_image
+from backend.landmarks.embedding import LandmarkEmbedding
+from backend.landmarks.ibug68 import (AFLW_OFFSETS_MM, EMBEDDING_68, MEDIAPIPE_TO_IBUG68, REGIONS_68,
                                    Landmarks68, nme_percent, region_nme_percent)
-from backend.landmarks import FaceLandmarker
+from backend.landmarks.mediapipe_mesh import FaceLandmarker
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +130,7 @@ def test_fitted_landmarks_on_low_yaw_photos(assets_dir: Path, model, low_yaw_cas
     NME below 3.6 % (measured 3.3 %; the offsets were learnt on these images among others,
     leave-one-out they gave 3.3 % on the [0, 30) group) and not above the bare static
     embedding's (3.8 %)."""
-    from backend.flame import load_eyelid_deltas
+    from backend.model.flame import load_eyelid_deltas
 
     flame = FLAME(model, eyelid_deltas=load_eyelid_deltas(assets_dir))
     emb = LandmarkEmbedding.load(assets_dir)

@@ -1,4 +1,4 @@
-"""backend.landmarks (MediaPipe face mesh from weights/) and backend.setup_weights on real photos.
+"""backend.landmarks.mediapipe_mesh (MediaPipe face mesh from weights/) and backend.setup_weights on real photos.
 
 Needs ``python -m backend setup-weights`` (./setup.sh) to have filled weights/mediapipe.
 Image variants (rotated, grey, RGBA, large canvas, side by side) are generated into tmp_path.
@@ -19,11 +19,12 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from backend.assets import weights_dir
+from backend.model.assets import weights_dir
 from backend.errors import BadInputError, ModelFileError
-from backend.image_io import load_image
-from backend.landmarks import MODEL_FILES, N_POINTS, VERIFY_THRESHOLD, FaceLandmarker, FaceLandmarks, detect_face
-from backend.setup_weights import MEDIAPIPE_FILES, setup_mediapipe, sha256_of
+from backend.files.photo import load_image
+from backend.landmarks.mediapipe_mesh import MODEL_FILES, N_POINTS, VERIFY_THRESHOLD, FaceLandmarker, FaceLandmarks, detect_face
+from backend.landmarks.mediapipe_files import MEDIAPIPE_FILES, setup_mediapipe
+from backend.model.pinned import sha256_of
 
 # iBUG-68 index -> MediaPipe face-mesh index of the same anatomical point
 # (eye corners, nose tip, subnasale, mouth corners, upper/lower lip middle, chin).
@@ -229,8 +230,8 @@ def test_packaged_models_are_not_used(eval_dir: Path, tmp_path: Path, repo_root:
     script = (
         "import sys, mediapipe; from pathlib import Path\n"
         f"assert Path(mediapipe.__file__).parent == Path({str(fake)!r}), mediapipe.__file__\n"
-        "from backend.image_io import load_image\n"
-        "from backend.landmarks import FaceLandmarker\n"
+        "from backend.files.photo import load_image\n"
+        "from backend.landmarks.mediapipe_mesh import FaceLandmarker\n"
         f"faces = FaceLandmarker().detect_faces(load_image({str(eval_dir / 'photos' / 'expression_1.jpg')!r}).rgb)\n"
         "print('faces', len(faces))\n"
     )

@@ -1,4 +1,4 @@
-"""Closest points on triangles and non-rigid ICP (backend/nonrigid.py).
+"""Closest points on triangles and non-rigid ICP (backend/model/nonrigid.py).
 
 Uses small meshes generated in code (random triangles, a UV sphere) for speed.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from backend.nonrigid import (IcpStage, Surface, boundary_loops, closest_on_triangles,
+from backend.model.nonrigid import (IcpStage, Surface, boundary_loops, closest_on_triangles,
                               nonrigid_icp, smooth_scalar)
 
 

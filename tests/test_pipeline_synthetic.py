@@ -1,7 +1,7 @@
 """The whole pipeline recovers known parameters from synthetic photos of the dev model.
 
 Each photo is a FLAME head with random identity, expression, jaw opening and head pose,
-rendered with the mean UV texture under random SH lighting (backend/synthetic.py). MediaPipe
+rendered with the mean UV texture under random SH lighting (backend/fit/synthetic.py). MediaPipe
 sees the rendered image like a photo; nothing of the truth is given to the fit.
 """
 
@@ -15,7 +15,7 @@ import pytest
 
 from backend.options import ReconstructOptions
 from backend.pipeline import Engine
-from backend.synthetic import render_synthetic_head
+from backend.fit.synthetic import render_synthetic_head
 from benchmarks.bench_reconstruct import rigid_align, similarity_align
 
 

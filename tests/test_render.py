@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from backend.render import (face_normals, interpolate, interpolate_face_varying, pixel_rays,
+from backend.fit.render import (face_normals, interpolate, interpolate_face_varying, pixel_rays,
                             rasterize, raycast_points, sh_basis, sh_shading, vertex_normals)
 
 # Camera of the analytic scenes: 32 x 24 pixels, focal 20 px, principal point off-centre.

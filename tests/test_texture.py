@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from backend.errors import BadInputError, ModelFileError
-from backend.overlay import draw_overlay
-from backend.params import Camera
-from backend.render import interpolate_face_varying, rasterize
-from backend.texture import project_texels, sample_photo_texture
-from backend.uv import UV_OBJ_RELPATH, load_uv_layout, uv_rasterize
+from backend.appearance.overlay import draw_overlay
+from backend.model.params import Camera
+from backend.fit.render import interpolate_face_varying, rasterize
+from backend.appearance.texture import project_texels, sample_photo_texture
+from backend.model.uv import UV_OBJ_RELPATH, load_uv_layout, uv_rasterize
 
 SIZE = 512  # photo side in pixels
 TEX = 512  # texture side in texels

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .assets import asset_path
-from .errors import ModelFileError
+from ..errors import ModelFileError
 
 UV_OBJ_RELPATH = "uv/head_template.obj"
 
@@ -114,7 +114,7 @@ def load_uv_layout(assets: str | os.PathLike[str] | None = None,
     """Load the FLAME UV layout from the assets folder.
 
     Args:
-        assets: assets folder (None = default resolution of backend.assets).
+        assets: assets folder (None = default resolution of backend.model.assets).
         model_faces: (F, 3) FLAME faces to order the UV faces by; None = the OBJ's order
             (identical to the FLAME faces for the shipped template).
     Returns:
@@ -139,7 +139,7 @@ def uv_rasterize(layout: UVLayout, size: int) -> UVRaster:
     """
     if size in layout._raster_cache:
         return layout._raster_cache[size]
-    from .render import raycast_uv
+    from ..fit.render import raycast_uv
 
     face_idx = raycast_uv(torch.from_numpy(layout.uv), torch.from_numpy(layout.uv_faces), size).numpy()
     rows, cols = np.nonzero(face_idx >= 0)

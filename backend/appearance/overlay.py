@@ -7,8 +7,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from .params import Camera
-from .render import interpolate, rasterize, vertex_normals
+from ..model.params import Camera
+from ..fit.render import interpolate, rasterize, vertex_normals
 
 MESH_ALPHA = 0.55
 MESH_TINT = np.array([0.75, 0.82, 1.0])  # light blue-grey clay

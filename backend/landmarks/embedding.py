@@ -3,7 +3,7 @@ MediaPipe-105 subset and the two pupils, each as barycentric points on FLAME tri
 
 The MediaPipe-105 points come from ``weights/mediapipe_flame_embedding_calibrated.npz`` when
 setup wrote it (the assets embedding re-fitted to what MediaPipe detects on synthetic FLAME
-renders, backend/landmark_calibration.py), else from the assets embedding.
+renders, backend/landmarks/calibration.py), else from the assets embedding.
 
 Yaw convention (checked against the surface normals, see tests/test_landmark_embedding.py):
 yaw > 0 is a rotation about +Y that turns the face (+Z) towards +X, i.e. the subject looks to
@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .assets import weights_dir
-from .errors import ModelFileError
-from .lbs import rodrigues
+from ..model.assets import weights_dir
+from ..errors import ModelFileError
+from ..model.lbs import rodrigues
 
 EMBEDDING_68 = "landmarks/flame_landmark_embedding_68.npz"
 EMBEDDING_70 = "landmarks/flame_landmark_embedding_70_with_eyes.npz"  # + pupils (right, left)

@@ -38,11 +38,11 @@ import cv2
 import numpy as np
 import torch
 
-from .errors import BadInputError, Cancelled
-from .flame import FLAME
-from .landmark_embedding import LandmarkEmbedding, yaw_degrees
-from .options import QUALITIES
-from .params import Camera, FitParams
+from ..errors import BadInputError, Cancelled
+from ..model.flame import FLAME
+from ..landmarks.embedding import LandmarkEmbedding, yaw_degrees
+from ..options import QUALITIES
+from ..model.params import Camera, FitParams
 
 DEFAULT_FOV_DEG = 30.0
 N_MEDIAPIPE = 478

@@ -42,13 +42,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .assets import asset_path
-from .errors import BadInputError, Cancelled, ModelFileError
-from .flame import FLAME
-from .options import CancelFn, ProgressFn
-from .params import Camera, FitParams
+from ..model.assets import asset_path
+from ..errors import BadInputError, Cancelled, ModelFileError
+from ..model.flame import FLAME
+from ..options import CancelFn, ProgressFn
+from ..model.params import Camera, FitParams
 from .render import rasterize, sh_basis, sh_shading, vertex_normals
-from .uv import UVLayout
+from ..model.uv import UVLayout
 
 MEAN_TEXTURE_RELPATH = "uv/mean_texture.jpg"
 UV_MASKS_RELPATH = "masks/flame_uv_masks_2048.npz"

@@ -13,8 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from . import __version__
-from .service import MAX_PATH_CHARS, MAX_QUERY_CHARS, RequestError, Service, error_message
+from .. import __version__
+from .jobs import MAX_PATH_CHARS, MAX_QUERY_CHARS, RequestError, Service, error_message
 
 log = logging.getLogger("headrecon.service")
 

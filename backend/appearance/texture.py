@@ -8,10 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .errors import BadInputError
-from .params import Camera
-from .render import rasterize, raycast_points
-from .uv import UVLayout, uv_rasterize
+from ..errors import BadInputError
+from ..model.params import Camera
+from ..fit.render import rasterize, raycast_points
+from ..model.uv import UVLayout, uv_rasterize
 
 # A texel counts as front-facing when cos(normal, direction to the camera) exceeds this;
 # grazing texels would only smear a few photo pixels over many texels.

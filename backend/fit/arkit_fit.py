@@ -3,7 +3,7 @@ identity that is already known (its FLAME shape coefficients).
 
 The ARKit shapes adapted to the identity (``arkit.arkit_for_identity``) become the expression
 space of a FLAME (:func:`arkit_flame`), so an ARKit weight vector is an ``expression`` vector
-and the landmark problem of backend/fit_landmarks.py is reused as it is (its residuals, point
+and the landmark problem of backend/fit/landmark_fit.py is reused as it is (its residuals, point
 weights with far-contour fading, PnP initialisation): MediaPipe-105 points, the 17
 yaw-dependent contour points, the pupils and the lid vectors, in face sizes, with Huber IRLS
 weights.
@@ -29,11 +29,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .errors import Cancelled
-from .fit_landmarks import HUBER_DELTA, W_LIDS, _rigid_init, landmark_problem
-from .flame import FLAME, FlameModelData
-from .landmark_embedding import LandmarkEmbedding, yaw_degrees
-from .params import Camera, FitParams
+from ..errors import Cancelled
+from .landmark_fit import HUBER_DELTA, W_LIDS, _rigid_init, landmark_problem
+from ..model.flame import FLAME, FlameModelData
+from ..landmarks.embedding import LandmarkEmbedding, yaw_degrees
+from ..model.params import Camera, FitParams
 
 # Prior weights (residual = sqrt(weight) * value; data residuals are in face sizes).
 PRIOR_WEIGHTS = 1e-5  # on each ARKit weight

@@ -5,7 +5,7 @@
   Blender rig is checked against and the posing of the development bundle.
 * :func:`rig_arrays` + :func:`write_rig_npz`: ``rig.npz``, everything the add-on needs.
 * :func:`write_result_bundle`: the pipeline's bundle files (meshes, rig, images).
-* ``python -m backend.bundle --dev OUT [--seed N]``: a complete bundle from random FLAME
+* ``python -m backend.files.bundle --dev OUT [--seed N]``: a complete bundle from random FLAME
   parameters of the model file (no photo), for developing and testing the add-on.
 """
 
@@ -21,13 +21,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .errors import BadInputError, HeadReconError
+from ..errors import BadInputError, HeadReconError
 
 DEV_TEXTURE_RELPATH = "uv/mean_texture.jpg"
 
 
 class ModelArrays(Protocol):
-    """What the writers need of a model (``backend.flame.FlameModelData`` has it).
+    """What the writers need of a model (``backend.model.flame.FlameModelData`` has it).
 
     Shapes: v_template (V,3), faces (F,3), shapedirs (V,3,S), exprdirs (V,3,E),
     posedirs (V,3,9*(J-1)), J_regressor (J,V), weights (V,J), parents (J,).
@@ -350,7 +350,7 @@ class _EngineLike(Protocol):
 
     model: ModelArrays
     eyelid_deltas: np.ndarray
-    uv: Any  # backend.uv.UVLayout: .uv (T, 2), .uv_faces (F, 3)
+    uv: Any  # backend.model.uv.UVLayout: .uv (T, 2), .uv_faces (F, 3)
 
 
 def write_head_files(out: str | os.PathLike[str], model: ModelArrays, uv: np.ndarray,
@@ -389,7 +389,7 @@ def write_result_bundle(out: str | os.PathLike[str], engine: _EngineLike, params
     Args:
         out: bundle folder (exists).
         engine: the pipeline engine (model arrays, eyelid deltas, UV layout).
-        params: backend.params.FitParams (batch 1); ``params.numpy()`` gives the arrays.
+        params: backend.model.params.FitParams (batch 1); ``params.numpy()`` gives the arrays.
         texture, albedo: (H, W, 3|4) UV images or None; overlay: (H, W, 3) or None.
         arkit: optional (names, (A, V, 3) deltas) ARKit shapes adapted to this identity.
     Returns:
@@ -435,19 +435,19 @@ def write_dev_bundle(out: str | os.PathLike[str], seed: int = 0,
     Args:
         out: output folder.
         seed: random seed of the parameters.
-        assets: assets folder (default: backend.assets resolution).
-        flame: model file (default: backend.assets.flame_model_path()).
+        assets: assets folder (default: backend.model.assets resolution).
+        flame: model file (default: backend.model.assets.flame_model_path()).
     Returns:
         The result.json dict.
     """
     from PIL import Image
 
-    from . import __version__
-    from .assets import asset_path, assets_dir, flame_model_path
+    from .. import __version__
+    from ..model.assets import asset_path, assets_dir, flame_model_path
 
     root = assets_dir(assets)  # before the torch imports: a wrong folder fails fast
-    from .flame import load_eyelid_deltas, load_flame
-    from .uv import load_uv_layout
+    from ..model.flame import load_eyelid_deltas, load_flame
+    from ..model.uv import load_uv_layout
 
     model = load_flame(flame_model_path(flame, root))
     uv = load_uv_layout(root, model.faces)
@@ -486,7 +486,7 @@ def write_dev_bundle(out: str | os.PathLike[str], seed: int = 0,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m backend.bundle",
+    parser = argparse.ArgumentParser(prog="python -m backend.files.bundle",
                                      description="Write a development result bundle.")
     parser.add_argument("--dev", metavar="OUT", required=True, help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the parameters")

@@ -35,10 +35,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .errors import Cancelled
-from .params import Camera, FitParams
-from .render import rasterize, sh_shading
-from .uv import UVLayout
+from ..errors import Cancelled
+from ..model.params import Camera, FitParams
+from ..fit.render import rasterize, sh_shading
+from ..model.uv import UVLayout
 from .uvmaps import (TexelFrames, encode_displacement_png16, feather, gaussian_blur, mirror_map,
                      normal_map_to_rgb8, perturbed_normals, region_mask, tangent_normal_map,
                      texel_frames, uv_gradient, write_png16)

@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import ModelFileError
-from .lbs import rodrigues
+from ..errors import ModelFileError
+from ..model.lbs import rodrigues
 
 EMBEDDING_68 = "landmarks/flame_landmark_embedding_68.npz"
 REGIONS_68: dict[str, slice] = {"jaw": slice(0, 17), "brows": slice(17, 27),

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .errors import BadInputError
+from ..errors import BadInputError
 
 MAX_PIXELS = 200_000_000  # refuse photos above 200 megapixels before decoding them
 MIN_SIDE = 32  # refuse photos smaller than this (pixels) on either side

@@ -39,9 +39,10 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
-from .assets import weights_dir
-from .errors import BadInputError, ModelFileError
-from .setup_weights import MEDIAPIPE_FILES, MEDIAPIPE_SUBDIR, matches_pin
+from ..model.assets import weights_dir
+from ..errors import BadInputError, ModelFileError
+from ..model.pinned import matches_pin
+from .mediapipe_files import MEDIAPIPE_FILES, MEDIAPIPE_SUBDIR
 
 log = logging.getLogger(__name__)
 # mediapipe's packet_getter calls a protobuf API that warns on every first use; not actionable.

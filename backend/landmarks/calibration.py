@@ -3,7 +3,7 @@
 The MediaPipe-105 embedding of the assets (metrical-tracker) places each MediaPipe point on
 a FLAME triangle, but MediaPipe does not detect exactly those surface points on a FLAME
 head. Here random dev-model heads (identity, expression, jaw, head pose, SH lighting; the
-renderer of backend/synthetic.py with the fitter's default camera) are rendered, MediaPipe
+renderer of backend/fit/synthetic.py with the fitter's default camera) are rendered, MediaPipe
 runs on each image, and for every embedded point the surface point (template triangle +
 barycentric) whose projection best matches the detections over all renders is searched:
 
@@ -15,7 +15,7 @@ barycentric) whose projection best matches the detections over all renders is se
 
 Setup (``python -m backend setup-weights``) writes the result to
 ``weights/mediapipe_flame_embedding_calibrated.npz`` (same keys as the assets embedding plus
-provenance); :meth:`backend.landmark_embedding.LandmarkEmbedding.load` prefers it.
+provenance); :meth:`backend.landmarks.embedding.LandmarkEmbedding.load` prefers it.
 """
 
 from __future__ import annotations
@@ -32,13 +32,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .assets import DEV_MODEL_RELPATH, assets_dir, weights_dir
-from .fit_landmarks import default_camera
-from .flame import FLAME, FlameModelData, load_eyelid_deltas, load_flame
-from .landmark_embedding import EMBEDDING_MP, EMBEDDING_MP_CALIBRATED
-from .params import Camera
-from .synthetic import random_head_params, random_sh, render_head
-from .uv import UVLayout, load_uv_layout
+from ..model.assets import DEV_MODEL_RELPATH, assets_dir, weights_dir
+from ..fit.landmark_fit import default_camera
+from ..model.flame import FLAME, FlameModelData, load_eyelid_deltas, load_flame
+from .embedding import EMBEDDING_MP, EMBEDDING_MP_CALIBRATED
+from ..model.params import Camera
+from ..fit.synthetic import random_head_params, random_sh, render_head
+from ..model.uv import UVLayout, load_uv_layout
 
 CALIBRATED_NAME = EMBEDDING_MP_CALIBRATED
 ASSETS_EMBEDDING = EMBEDDING_MP
@@ -96,7 +96,7 @@ def render_calibration_set(parts: HeadParts, n_heads: int, seed: int,
 
     Heads where MediaPipe finds no face are skipped (so the list may be shorter).
     """
-    from .landmarks import get_landmarker
+    from .mediapipe_mesh import get_landmarker
 
     detector = get_landmarker()
     flame = parts.flame
@@ -271,7 +271,7 @@ def _sha256(path: Path) -> str:
 
 
 def _inputs_provenance(assets: Path) -> dict[str, Any]:
-    from .setup_weights import MEDIAPIPE_FILES
+    from .mediapipe_files import MEDIAPIPE_FILES
 
     files = {rel: _sha256(assets / rel) for rel in (ASSETS_EMBEDDING, DEV_MODEL_RELPATH, MEAN_TEXTURE)}
     detector = {p.name: p.sha256 for p in MEDIAPIPE_FILES if p.name.endswith(".tflite")}
@@ -305,7 +305,7 @@ def ensure_calibrated_embedding(assets: str | os.PathLike[str] | None = None,
     provenance = dict(wanted, n_renders=int(result["n_renders"]), mean_error_before_px=before,
                       mean_error_after_px=after, seconds=time.perf_counter() - start,
                       source="assets MediaPipe embedding (metrical-tracker) re-fitted by "
-                             "backend/landmark_calibration.py")
+                             "backend/landmarks/calibration.py")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp.npz")
     np.savez(tmp, **{k: result[k] for k in ("lmk_face_idx", "lmk_b_coords", "landmark_indices",

@@ -1,6 +1,6 @@
 """Closest points on triangle meshes and Laplacian-regularised non-rigid ICP (numpy/scipy, CPU).
 
-Used at setup to register one mesh onto another (backend/arkit.py). Everything is float64
+Used at setup to register one mesh onto another (backend/model/arkit.py). Everything is float64
 numpy; meshes are small (thousands of vertices) so a sparse direct solve per iteration is
 fast.
 """

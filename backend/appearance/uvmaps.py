@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from PIL import Image
 from scipy.spatial import cKDTree
 
-from .errors import ModelFileError
-from .render import vertex_normals
-from .uv import UVLayout, uv_rasterize
+from ..errors import ModelFileError
+from ..fit.render import vertex_normals
+from ..model.uv import UVLayout, uv_rasterize
 
 UV_MASKS_RELPATH = "masks/flame_uv_masks_2048.npz"
 

@@ -15,11 +15,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .fit_landmarks import default_camera
-from .flame import FLAME
-from .params import Camera
+from .landmark_fit import default_camera
+from ..model.flame import FLAME
+from ..model.params import Camera
 from .render import interpolate, interpolate_face_varying, rasterize, sh_shading, vertex_normals
-from .uv import UVLayout
+from ..model.uv import UVLayout
 
 
 def random_head_params(n_shape: int, n_expr: int, n_joints: int, rng: np.random.Generator,

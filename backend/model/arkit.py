@@ -40,7 +40,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .assets import DEV_MODEL_RELPATH, asset_path, weights_dir
-from .errors import ModelFileError
+from ..errors import ModelFileError
 from .flame import JOINT_NAMES, load_flame
 from .nonrigid import (IcpStage, Surface, SurfaceHit, adjacency, boundary_loops, nonrigid_icp,
                        smooth_scalar)
@@ -387,7 +387,7 @@ def build_arkit_on_flame(
     """Transfer ICT-FaceKit's expressions onto the FLAME template.
 
     Args:
-        assets: assets folder (None: backend.assets default).
+        assets: assets folder (None: backend.model.assets default).
     Returns:
         names: the A ARKit names ICT provides, in ARKIT_NAMES order.
         deltas: (A, 5023, 3) float32 offsets in FLAME's frame (metres) at weight 1.
@@ -506,7 +506,7 @@ def ensure_arkit_on_flame(assets: str | os.PathLike[str] | None = None,
         print(f"setup-weights: {out} is up to date")
         return out
     names, deltas, report = build_arkit_on_flame(assets)
-    provenance = dict(wanted, source="ICT-FaceKit (MIT), transferred by backend/arkit.py",
+    provenance = dict(wanted, source="ICT-FaceKit (MIT), transferred by backend/model/arkit.py",
                       report=report)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp.npz")

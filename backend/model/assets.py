@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import ModelFileError
+from ..errors import ModelFileError
 
-REPO_ROOT: Path = Path(__file__).resolve().parent.parent
+REPO_ROOT: Path = Path(__file__).resolve().parents[2]
 DEV_MODEL_RELPATH = "flame/flame_dev_model.npz"
 USER_FLAME_NAMES = ("flame2023_Open.pkl", "flame2023.pkl", "generic_model.pkl")
 

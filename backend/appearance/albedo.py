@@ -30,12 +30,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .assets import asset_path
-from .errors import Cancelled, ModelFileError
-from .params import FitParams
-from .render import sh_shading
+from ..model.assets import asset_path
+from ..errors import Cancelled, ModelFileError
+from ..model.params import FitParams
+from ..fit.render import sh_shading
 from .texture import sample_photo_texture
-from .uv import UVLayout, uv_rasterize
+from ..model.uv import UVLayout, uv_rasterize
 from .uvmaps import (feather, mirror_map, perturbed_normals, pull_push_fill, region_mask,
                      texel_frames, uv_gradient)
 
@@ -82,7 +82,7 @@ def delit_texels(texture: np.ndarray, verts_view: torch.Tensor, faces: torch.Ten
     """Photo colour divided by the fitted shading at every texel the photo sees.
 
     Args:
-        texture: (R, R, 4) uint8 photo texture of ``backend.texture.sample_photo_texture``
+        texture: (R, R, 4) uint8 photo texture of ``backend.appearance.texture.sample_photo_texture``
             (alpha 255 = seen); clipped (saturated) texels count as unseen.
         verts_view: (V, 3) fitted view-frame vertices; faces: (F, 3) long.
         layout: UV layout; sh: (1, 9, 3) lighting.

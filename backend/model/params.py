@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .errors import BadInputError
+from ..errors import BadInputError
 
 
 @dataclass

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import HeadReconError, ModelFileError
+from ..errors import HeadReconError, ModelFileError
 from .lbs import lbs
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,78 @@
+"""MediaPipe's face models, pinned, and the setup step that copies them out of the wheel.
+
+``mediapipe==0.10.14`` (Apache-2.0) carries its models; ``setup_mediapipe`` copies them with the
+wheel's licence into ``weights/mediapipe/`` and checks each against its pinned size and SHA-256.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from ..errors import ModelFileError
+from ..model.assets import weights_dir
+from ..model.pinned import PinnedFile, matches_pin
+
+MEDIAPIPE_VERSION = "0.10.14"
+MEDIAPIPE_SUBDIR = "mediapipe"
+
+
+MEDIAPIPE_FILES: tuple[PinnedFile, ...] = (
+    PinnedFile("face_detection_short_range.tflite",
+               "mediapipe/modules/face_detection/face_detection_short_range.tflite", 229714,
+               "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8"),
+    PinnedFile("face_detection_full_range_sparse.tflite",
+               "mediapipe/modules/face_detection/face_detection_full_range_sparse.tflite", 676746,
+               "2c3728e6da56f21e21a320433396fb06d40d9088f2247c05e5635a688d45dfe1"),
+    PinnedFile("face_landmark_with_attention.tflite",
+               "mediapipe/modules/face_landmark/face_landmark_with_attention.tflite", 2495106,
+               "e06a804e0144f9929eda782122916b35d60c697c3c9344013ca2bbe76a6ce2b4"),
+    PinnedFile("face_landmark.tflite",
+               "mediapipe/modules/face_landmark/face_landmark.tflite", 1242398,
+               "1055cb9d4a9ca8b8c688902a3a5194311138ba256bcc94e336d8373a5f30c814"),
+    PinnedFile("LICENSE", f"mediapipe-{MEDIAPIPE_VERSION}.dist-info/LICENSE", 12331,
+               "8707eef0533987efc5b155d64761eeb6e20793f50b9bd1a68dad1cf4719d0ed8"),
+)
+
+
+def mediapipe_site_packages() -> Path:
+    """The folder that holds the installed ``mediapipe`` package (site-packages)."""
+    try:
+        import mediapipe
+    except ImportError as exc:
+        raise ModelFileError(
+            f"The mediapipe package is not installed; run ./setup.sh (needs mediapipe=={MEDIAPIPE_VERSION})."
+        ) from exc
+    return Path(mediapipe.__file__).resolve().parent.parent
+
+
+def setup_mediapipe(target: Path | None = None) -> Path:
+    """Copy the pinned MediaPipe models and licence into ``target`` (default weights/mediapipe).
+
+    Files already present with the right hash are left alone. Raises ModelFileError when the
+    installed wheel does not hold the pinned files (another mediapipe version).
+
+    Returns:
+        The folder holding the models.
+    """
+    dest_dir = Path(target) if target is not None else weights_dir() / MEDIAPIPE_SUBDIR
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    site = None
+    for pin in MEDIAPIPE_FILES:
+        dest = dest_dir / pin.name
+        if matches_pin(dest, pin):
+            print(f"setup-weights: {dest} is up to date")
+            continue
+        site = site or mediapipe_site_packages()
+        src = site / pin.package_relpath
+        if not matches_pin(src, pin):
+            raise ModelFileError(
+                f"{src} is missing or differs from the mediapipe {MEDIAPIPE_VERSION} wheel; "
+                f"install mediapipe=={MEDIAPIPE_VERSION} (./setup.sh) and run setup-weights again."
+            )
+        tmp = dest.with_name(dest.name + ".tmp")
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+        print(f"setup-weights: copied {pin.name} -> {dest}")
+    return dest_dir
