@@ -241,6 +241,10 @@ class Engine:
 
         overlay = draw_overlay(img.rgb, verts_view.cpu().numpy(), self.model.faces, cam, lmk68_px)
         scale = img.scale
+        from .appearance.texture import face_seen_fraction
+
+        seen = face_seen_fraction(img.rgb, verts_view, self.model.faces, self.uv, cam,
+                                  str(self.assets), texture=texture)
         result: dict[str, Any] = {
             "format_version": 1,
             "generator": f"headrecon {__version__}",
@@ -266,6 +270,10 @@ class Engine:
             "timings": {},
             "device": str(self.device),
             "warnings": warnings,
+            # Ground-truth-free fit quality (batch manifests): landmark-fit RMS over the inner
+            # points in photo pixels, share of the face's UV region visible in the photo.
+            "quality": {"landmark_rms_px": round(float(fit.rms_px) / scale, 3),
+                        "face_seen_fraction": round(seen, 4)},
         }
         files.update(write_result_bundle(out, self, params, texture=texture, overlay=overlay,
                                          arkit=self._arkit_for(params)))

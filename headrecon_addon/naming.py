@@ -78,7 +78,7 @@ def corrective_keys() -> list[str]:
 
 
 # Apple's ARFaceAnchor.BlendShapeLocation names (the 52 ARKit blendshapes). The backend's
-# list (backend/model/arkit.py ARKIT_NAMES) is the same; tests check they agree.
+# list (backend/model/arkit.py) imports this one.
 ARKIT_NAMES: tuple[str, ...] = (
     "eyeBlinkLeft", "eyeLookDownLeft", "eyeLookInLeft", "eyeLookOutLeft", "eyeLookUpLeft",
     "eyeSquintLeft", "eyeWideLeft",

@@ -22,7 +22,6 @@ import re
 import subprocess
 import tempfile
 import threading
-import time
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from ..preferences import backend_config
 from . import face_rig
 from .import_livelink import key_face
 from .insert_keyframes import _head_actions
+from .modal_task import ModalTaskOperator, photo_property
 
 STEP_INTERVAL_S = 0.2
 _PROGRESS_RE = re.compile(r"^\[\s*([\d.]+)%\]\s+[\d.]+s\s+\w+(?::\s*(.*))?$")
@@ -141,14 +141,13 @@ def key_capture(armature: bpy.types.Object, mesh_obj: bpy.types.Object, doc: dic
     return len(doc["frames"])
 
 
-class CaptureOperatorBase:
+class CaptureOperatorBase(ModalTaskOperator):
     """Modal run of a :class:`CaptureProcess` for the active head, then keying (shared by the
     photo and video operators; subclasses set ``source_prop`` and ``extra_args``)."""
 
     source_prop = "photo"  # operator property; empty: the WindowManager's ``headrecon_capture_<prop>``
     what = "Photo"
-    _task: CaptureProcess | None = None
-    _timer: bpy.types.Timer | None = None
+    step_interval_s = STEP_INTERVAL_S
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
@@ -163,7 +162,7 @@ class CaptureOperatorBase:
     def extra_args(self, context: bpy.types.Context) -> list[str]:
         return []
 
-    def _begin(self, context: bpy.types.Context) -> CaptureProcess | None:
+    def begin(self, context: bpy.types.Context) -> CaptureProcess | None:
         armature, _ = face_rig.head_or_none(context)
         source = bpy.path.abspath(getattr(self, self.source_prop) or getattr(
             context.window_manager, f"headrecon_capture_{self.source_prop}", ""))
@@ -183,13 +182,18 @@ class CaptureOperatorBase:
         self._start_frame = context.scene.frame_current
         return task
 
-    def _finish(self, context: bpy.types.Context, task: CaptureProcess, cancelled: bool) -> set[str]:
-        wm = context.window_manager
-        if self._timer is not None:
-            wm.event_timer_remove(self._timer)
-            self._timer = None
+    def advance(self, context: bpy.types.Context, task: CaptureProcess) -> bool:
+        return task.poll() is not None
+
+    def show(self, context: bpy.types.Context, task: CaptureProcess) -> None:
         if context.workspace is not None:
-            context.workspace.status_text_set(None)
+            context.workspace.status_text_set(
+                f"HeadRecon capture: {task.message} {task.fraction * 100:.0f}%   (Esc to cancel)")
+
+    def on_escape(self, context: bpy.types.Context, task: CaptureProcess) -> set[str] | None:
+        return {'CANCELLED'}  # end now; finish() terminates the process
+
+    def finish(self, context: bpy.types.Context, task: CaptureProcess, cancelled: bool) -> set[str]:
         if cancelled:
             task.cleanup()
             self.report({'WARNING'}, "Capture cancelled.")
@@ -209,54 +213,14 @@ class CaptureOperatorBase:
                               f"at frame {self._start_frame}")
         return {'FINISHED'}
 
-    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
-        task = self._begin(context)
-        if task is None:
-            return {'CANCELLED'}
-        self._task = task
-        wm = context.window_manager
-        self._timer = wm.event_timer_add(STEP_INTERVAL_S, window=context.window)
-        wm.modal_handler_add(self)
-        return {'RUNNING_MODAL'}
-
-    def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
-        task = self._task
-        assert task is not None
-        if event.type == 'ESC' and event.value == 'PRESS':
-            return self._finish(context, task, cancelled=True)
-        if event.type != 'TIMER' or event.timer != self._timer:
-            return {'PASS_THROUGH'}
-        if task.poll() is not None:
-            return self._finish(context, task, cancelled=False)
-        if context.workspace is not None:
-            context.workspace.status_text_set(
-                f"HeadRecon capture: {task.message} {task.fraction * 100:.0f}%   (Esc to cancel)")
-        return {'PASS_THROUGH'}
-
-    def cancel(self, context: bpy.types.Context) -> None:
-        if self._task is not None:
-            self._task.cleanup()
-
-    def execute(self, context: bpy.types.Context) -> set[str]:
-        """Scripts: run to the end (blocking)."""
-        task = self._begin(context)
-        if task is None:
-            return {'CANCELLED'}
-        while task.poll() is None:
-            time.sleep(STEP_INTERVAL_S)
-        return self._finish(context, task, cancelled=False)
-
 
 class HEADRECON_OT_capture_photo(CaptureOperatorBase, bpy.types.Operator):
     """Fit the expression of a photo to the head (ARKit keys, jaw, eyes, head) and key it at the current frame (Esc cancels)"""
 
     bl_idname = "headrecon.capture_photo"
     bl_label = "Expression from Photo"
-    bl_options = {'REGISTER', 'UNDO'}
 
-    photo: bpy.props.StringProperty(  # type: ignore[valid-type]
-        name="Photo", subtype='FILE_PATH', options={'SKIP_SAVE'},
-        description="Photo of the face (default: the panel's photo)")
+    photo: photo_property("Photo of the face (default: the panel's photo)")  # type: ignore[valid-type]
 
 
 def register() -> None:

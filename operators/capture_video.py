@@ -17,7 +17,6 @@ class HEADRECON_OT_capture_video(CaptureOperatorBase, bpy.types.Operator):
 
     bl_idname = "headrecon.capture_video"
     bl_label = "Capture Video"
-    bl_options = {'REGISTER', 'UNDO'}
 
     source_prop = "video"
     what = "Video"

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from ..builder import build_head
 from ..headrecon_addon.bundle import BundleError, load_bundle
 from ..headrecon_addon.client import Backend, BackendError, ClientJob
 from .backend_start import redraw_sidebars, start_backend
+from .modal_task import ModalTaskOperator, photo_property
 
 ROOT_PACKAGE = __package__.rpartition(".")[0]
 STEP_INTERVAL_S = 0.1
@@ -140,21 +140,17 @@ class ReconstructTask:
         return self._end("done", f"Imported {self.head}{warnings}.")
 
 
-class HEADRECON_OT_reconstruct(bpy.types.Operator):
+class HEADRECON_OT_reconstruct(ModalTaskOperator, bpy.types.Operator):
     """Reconstruct a rigged head from the photo (Esc cancels)"""
 
     bl_idname = "headrecon.reconstruct"
     bl_label = "Reconstruct"
-    bl_options = {'REGISTER', 'UNDO'}
 
-    photo: bpy.props.StringProperty(  # type: ignore[valid-type]
-        name="Photo", subtype='FILE_PATH', options={'SKIP_SAVE'},
-        description="Photo of a face (default: the panel's photo)")
+    photo: photo_property("Photo of a face (default: the panel's photo)")  # type: ignore[valid-type]
     quality: bpy.props.EnumProperty(  # type: ignore[valid-type]
         name="Quality", items=QUALITIES, default='default', options={'SKIP_SAVE'})
 
-    _task: ReconstructTask | None = None
-    _timer: bpy.types.Timer | None = None
+    use_progress_bar = True
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
@@ -166,7 +162,7 @@ class HEADRECON_OT_reconstruct(bpy.types.Operator):
             return False
         return True
 
-    def _begin(self, context: bpy.types.Context) -> ReconstructTask | None:
+    def begin(self, context: bpy.types.Context) -> ReconstructTask | None:
         wm = context.window_manager
         photo = bpy.path.abspath(self.photo or wm.headrecon_photo)
         quality = self.quality if self.properties.is_property_set("quality") else wm.headrecon_quality
@@ -188,21 +184,27 @@ class HEADRECON_OT_reconstruct(bpy.types.Operator):
         redraw_sidebars()
         return None
 
-    def _show(self, context: bpy.types.Context, task: ReconstructTask) -> None:
+    def advance(self, context: bpy.types.Context, task: ReconstructTask) -> bool:
+        task.step(context)
+        return task.finished
+
+    def show(self, context: bpy.types.Context, task: ReconstructTask) -> None:
         STATE.fraction, STATE.text = task.fraction, task.message
         context.window_manager.progress_update(int(task.fraction * 100))
         if context.workspace is not None:
             context.workspace.status_text_set(f"HeadRecon: {task.message}   (Esc to cancel)")
         redraw_sidebars()
 
-    def _finish(self, context: bpy.types.Context, task: ReconstructTask) -> set[str]:
-        wm = context.window_manager
-        if self._timer is not None:
-            wm.event_timer_remove(self._timer)
-            self._timer = None
-        wm.progress_end()
-        if context.workspace is not None:
-            context.workspace.status_text_set(None)
+    def on_escape(self, context: bpy.types.Context, task: ReconstructTask) -> set[str] | None:
+        task.cancel()  # the backend confirms; the next steps end the task
+        return None
+
+    def abort(self, context: bpy.types.Context, task: ReconstructTask) -> None:
+        if not task.finished:
+            task.cancel()
+            task.state = "cancelled"
+
+    def finish(self, context: bpy.types.Context, task: ReconstructTask, cancelled: bool) -> set[str]:
         STATE.running, STATE.fraction, STATE.text = False, task.fraction, task.message
         STATE.is_error = task.state == "failed"
         redraw_sidebars()
@@ -211,53 +213,6 @@ class HEADRECON_OT_reconstruct(bpy.types.Operator):
             return {'FINISHED'}
         self.report({'ERROR'} if task.state == "failed" else {'WARNING'}, task.message)
         return {'CANCELLED'}
-
-    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
-        task = self._begin(context)
-        if task is None:
-            return {'CANCELLED'}
-        self._task = task
-        wm = context.window_manager
-        self._timer = wm.event_timer_add(STEP_INTERVAL_S, window=context.window)
-        wm.progress_begin(0, 100)
-        wm.modal_handler_add(self)
-        self._show(context, task)
-        return {'RUNNING_MODAL'}
-
-    def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
-        task = self._task
-        assert task is not None
-        if event.type == 'ESC' and event.value == 'PRESS':
-            task.cancel()
-            return {'RUNNING_MODAL'}
-        if event.type != 'TIMER' or event.timer != self._timer:
-            return {'PASS_THROUGH'}  # the rest of Blender stays usable
-        task.step(context)
-        if task.finished:
-            return self._finish(context, task)
-        self._show(context, task)
-        return {'PASS_THROUGH'}
-
-    def cancel(self, context: bpy.types.Context) -> None:
-        """Blender ends the modal operator (file loaded, window closed): stop the job."""
-        if self._task is not None and not self._task.finished:
-            self._task.cancel()
-            self._task.state = "cancelled"
-            self._finish(context, self._task)
-
-    def execute(self, context: bpy.types.Context) -> set[str]:
-        """Scripts: run to the end (blocking), same steps as the modal run."""
-        task = self._begin(context)
-        if task is None:
-            return {'CANCELLED'}
-        wm = context.window_manager
-        wm.progress_begin(0, 100)
-        while not task.finished:
-            task.step(context)
-            self._show(context, task)
-            if not task.finished:
-                time.sleep(STEP_INTERVAL_S / 2)
-        return self._finish(context, task)
 
 
 def register() -> None:

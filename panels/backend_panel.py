@@ -13,7 +13,7 @@ from ..headrecon_addon.client import current_backend
 from ..operators.backend_start import HEADRECON_OT_backend_start
 from ..operators.backend_stop import HEADRECON_OT_backend_stop
 from ..operators.reconstruct import STATE, HEADRECON_OT_reconstruct
-from .main_panel import CATEGORY
+from .main_panel import SubPanel
 
 STATUS_ICONS = {"stopped": 'RADIOBUT_OFF', "starting": 'SORTTIME', "ready": 'CHECKMARK',
                 "busy": 'SORTTIME', "error": 'ERROR'}
@@ -42,12 +42,8 @@ def wrapped(layout: bpy.types.UILayout, text: str, width_px: int, icon: str) -> 
         col.label(text=line, icon=icon if i == 0 else 'BLANK1')
 
 
-class VIEW3D_PT_headrecon_reconstruct(bpy.types.Panel):
+class VIEW3D_PT_headrecon_reconstruct(SubPanel, bpy.types.Panel):
     bl_label = "Reconstruct"
-    bl_space_type = 'VIEW_3D'
-    bl_region_type = 'UI'
-    bl_category = CATEGORY
-    bl_parent_id = "VIEW3D_PT_headrecon"
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout

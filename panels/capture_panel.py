@@ -10,15 +10,11 @@ from ..operators.capture_photo import HEADRECON_OT_capture_photo
 from ..operators.capture_video import HEADRECON_OT_capture_video
 from ..operators.export_livelink import HEADRECON_OT_export_livelink
 from ..operators.import_livelink import HEADRECON_OT_import_livelink
-from .main_panel import CATEGORY
+from .main_panel import SubPanel
 
 
-class VIEW3D_PT_headrecon_capture(bpy.types.Panel):
+class VIEW3D_PT_headrecon_capture(SubPanel, bpy.types.Panel):
     bl_label = "Performance Capture"
-    bl_space_type = 'VIEW_3D'
-    bl_region_type = 'UI'
-    bl_category = CATEGORY
-    bl_parent_id = "VIEW3D_PT_headrecon"
     bl_options = {'DEFAULT_CLOSED'}
 
     @classmethod

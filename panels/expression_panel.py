@@ -16,18 +16,14 @@ from ..operators.apply_preset import HEADRECON_OT_apply_preset
 from ..operators.export_head import HEADRECON_OT_export_head
 from ..operators.insert_keyframes import HEADRECON_OT_insert_keyframes
 from ..operators.reset_expression import HEADRECON_OT_reset_expression
-from .main_panel import CATEGORY
+from .main_panel import SubPanel
 
 FILTER_PROP = "headrecon_key_filter"
 CLOSED_GROUPS = ("PCA", "OTHER")  # long or rarely used: collapsed until opened
 PRESET_COLUMNS = 3
 
 
-class _HeadPanel:
-    bl_space_type = 'VIEW_3D'
-    bl_region_type = 'UI'
-    bl_category = CATEGORY
-    bl_parent_id = "VIEW3D_PT_headrecon"
+class _HeadPanel(SubPanel):
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:

@@ -15,6 +15,20 @@ from ..operators.import_bundle import HEADRECON_OT_import_bundle
 
 CATEGORY = "HeadRecon"
 
+
+class SidebarPanel:
+    """Mixin: a panel in the 3D view's sidebar tab "HeadRecon"."""
+
+    bl_space_type = 'VIEW_3D'
+    bl_region_type = 'UI'
+    bl_category = CATEGORY
+
+
+class SubPanel(SidebarPanel):
+    """Mixin: a sub-panel of the main HeadRecon panel."""
+
+    bl_parent_id = "VIEW3D_PT_headrecon"
+
 # (bone, label) rows of the pose panel.
 POSE_CONTROLS: tuple[tuple[str, str], ...] = (
     (naming.NECK_BONE, "Neck"),
@@ -34,11 +48,8 @@ def rotation_property(pbone: bpy.types.PoseBone) -> str:
     return "rotation_euler"
 
 
-class VIEW3D_PT_headrecon(bpy.types.Panel):
+class VIEW3D_PT_headrecon(SidebarPanel, bpy.types.Panel):
     bl_label = "HeadRecon"
-    bl_space_type = 'VIEW_3D'
-    bl_region_type = 'UI'
-    bl_category = CATEGORY
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
@@ -50,12 +61,8 @@ class VIEW3D_PT_headrecon(bpy.types.Panel):
             layout.label(text=head[0].name, icon='ARMATURE_DATA')
 
 
-class VIEW3D_PT_headrecon_pose(bpy.types.Panel):
+class VIEW3D_PT_headrecon_pose(SubPanel, bpy.types.Panel):
     bl_label = "Pose"
-    bl_space_type = 'VIEW_3D'
-    bl_region_type = 'UI'
-    bl_category = CATEGORY
-    bl_parent_id = "VIEW3D_PT_headrecon"
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:

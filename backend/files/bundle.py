@@ -22,27 +22,15 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..errors import BadInputError, HeadReconError
+from ..model.flame import FlameModelData
 
 DEV_TEXTURE_RELPATH = "uv/mean_texture.jpg"
 
 
-class ModelArrays(Protocol):
-    """What the writers need of a model (``backend.model.flame.FlameModelData`` has it).
-
-    Shapes: v_template (V,3), faces (F,3), shapedirs (V,3,S), exprdirs (V,3,E),
-    posedirs (V,3,9*(J-1)), J_regressor (J,V), weights (V,J), parents (J,).
-    """
-
-    name: str
-    v_template: np.ndarray
-    faces: np.ndarray
-    shapedirs: np.ndarray
-    exprdirs: np.ndarray
-    posedirs: np.ndarray
-    J_regressor: np.ndarray
-    weights: np.ndarray
-    parents: np.ndarray
-    joint_names: tuple[str, ...]
+# What the writers need of a model: the arrays of ``FlameModelData`` (v_template (V,3),
+# faces (F,3), shapedirs (V,3,S), exprdirs (V,3,E), posedirs (V,3,9*(J-1)), J_regressor (J,V),
+# weights (V,J), parents (J,), name, joint_names); any object with those attributes does.
+ModelArrays = FlameModelData
 
 
 @dataclass

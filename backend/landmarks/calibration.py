@@ -20,7 +20,6 @@ provenance); :meth:`backend.landmarks.embedding.LandmarkEmbedding.load` prefers 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -36,7 +35,9 @@ from ..model.assets import DEV_MODEL_RELPATH, assets_dir, weights_dir
 from ..fit.landmark_fit import default_camera
 from ..model.flame import FLAME, FlameModelData, load_eyelid_deltas, load_flame
 from .embedding import EMBEDDING_MP, EMBEDDING_MP_CALIBRATED
+from .ibug68 import MEDIAPIPE_TO_IBUG68
 from ..model.params import Camera
+from ..model.pinned import sha256_of
 from ..fit.synthetic import random_head_params, random_sh, render_head
 from ..model.uv import UVLayout, load_uv_layout
 
@@ -83,16 +84,19 @@ class CalibrationRender:
         vertices: (V, 3) float64 view-frame vertices of the rendered head.
         points: (478, 2) float64 detected MediaPipe points in pixels.
         camera: the render's camera.
+        network68: (68, 2) float64 the large-pose network's points, when it ran.
     """
 
     vertices: np.ndarray
     points: np.ndarray
     camera: Camera
+    network68: np.ndarray | None = None
 
 
 def render_calibration_set(parts: HeadParts, n_heads: int, seed: int,
-                           size: int = IMAGE_SIZE) -> list[CalibrationRender]:
-    """Render ``n_heads`` random heads and detect MediaPipe's points on each.
+                           size: int = IMAGE_SIZE, network: Any = None) -> list[CalibrationRender]:
+    """Render ``n_heads`` random heads and detect MediaPipe's points on each (and the large-pose
+    network's 68 when ``network``, a ``tddfa.TDDFA``, is given; cropped from MediaPipe's points).
 
     Heads where MediaPipe finds no face are skipped (so the list may be shorter).
     """
@@ -121,8 +125,11 @@ def render_calibration_set(parts: HeadParts, n_heads: int, seed: int,
         with torch.no_grad():
             verts = flame(t(params["shape"]), t(params["expression"]), t(params["pose"]),
                           t(translation), eyelids=t(params["eyelids"])).vertices[0]
-        renders.append(CalibrationRender(verts.cpu().double().numpy(),
-                                         np.asarray(faces[0].points[:, :2], np.float64), camera))
+        points = np.asarray(faces[0].points[:, :2], np.float64)
+        net68 = None
+        if network is not None:
+            net68 = network.predict(img, points[list(MEDIAPIPE_TO_IBUG68)]).landmarks
+        renders.append(CalibrationRender(verts.cpu().double().numpy(), points, camera, net68))
     return renders
 
 
@@ -262,18 +269,10 @@ def calibrate_mediapipe_embedding(parts: HeadParts, n_heads: int = SETUP_HEADS, 
 
 
 # ------------------------------------------------------------------------- setup step
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _inputs_provenance(assets: Path) -> dict[str, Any]:
     from .mediapipe_files import MEDIAPIPE_FILES
 
-    files = {rel: _sha256(assets / rel) for rel in (ASSETS_EMBEDDING, DEV_MODEL_RELPATH, MEAN_TEXTURE)}
+    files = {rel: sha256_of(assets / rel) for rel in (ASSETS_EMBEDDING, DEV_MODEL_RELPATH, MEAN_TEXTURE)}
     detector = {p.name: p.sha256 for p in MEDIAPIPE_FILES if p.name.endswith(".tflite")}
     return {"algorithm_version": ALGORITHM_VERSION, "n_heads": SETUP_HEADS, "seed": SETUP_SEED,
             "image_size": IMAGE_SIZE, "inputs": files, "detector": detector}

@@ -29,7 +29,6 @@ ARKit. ``arkit_for_identity`` adapts the template deltas to a reconstructed iden
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -39,30 +38,17 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+# Apple's ARFaceAnchor.BlendShapeLocation list: one table, shared with the add-on (its pure
+# core is installed with the backend).
+from headrecon_addon.naming import ARKIT_NAMES
+
 from .assets import DEV_MODEL_RELPATH, asset_path, weights_dir
 from ..errors import ModelFileError
 from .flame import JOINT_NAMES, load_flame
+from .pinned import sha256_of
 from .nonrigid import (IcpStage, Surface, SurfaceHit, adjacency, boundary_loops, nonrigid_icp,
                        smooth_scalar)
 
-# Apple's ARFaceAnchor.BlendShapeLocation list, in the order of Apple's documentation.
-ARKIT_NAMES: tuple[str, ...] = (
-    "eyeBlinkLeft", "eyeLookDownLeft", "eyeLookInLeft", "eyeLookOutLeft", "eyeLookUpLeft",
-    "eyeSquintLeft", "eyeWideLeft",
-    "eyeBlinkRight", "eyeLookDownRight", "eyeLookInRight", "eyeLookOutRight", "eyeLookUpRight",
-    "eyeSquintRight", "eyeWideRight",
-    "jawForward", "jawLeft", "jawRight", "jawOpen",
-    "mouthClose", "mouthFunnel", "mouthPucker", "mouthLeft", "mouthRight",
-    "mouthSmileLeft", "mouthSmileRight", "mouthFrownLeft", "mouthFrownRight",
-    "mouthDimpleLeft", "mouthDimpleRight", "mouthStretchLeft", "mouthStretchRight",
-    "mouthRollLower", "mouthRollUpper", "mouthShrugLower", "mouthShrugUpper",
-    "mouthPressLeft", "mouthPressRight", "mouthLowerDownLeft", "mouthLowerDownRight",
-    "mouthUpperUpLeft", "mouthUpperUpRight",
-    "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight",
-    "cheekPuff", "cheekSquintLeft", "cheekSquintRight",
-    "noseSneerLeft", "noseSneerRight",
-    "tongueOut",
-)
 
 # ICT has no tongue shape; its cheekRaiser_L/R and PupilDilate_L/R are not ARKit shapes.
 MISSING_FROM_ICT: tuple[str, ...] = ("tongueOut",)
@@ -464,19 +450,11 @@ def build_arkit_on_flame(
     return names, deltas, report
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _inputs_provenance(assets: str | os.PathLike[str] | None) -> dict:
     return {
         "format_version": FORMAT_VERSION,
         "eye_look_deg": EYE_LOOK_DEG,
-        "inputs": {rel: _sha256(asset_path(rel, assets))
+        "inputs": {rel: sha256_of(asset_path(rel, assets))
                    for rel in (ICT_RELPATH, ICT_INDICES_RELPATH, DEV_MODEL_RELPATH, LMK68_RELPATH)},
     }
 
