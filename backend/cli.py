@@ -1,4 +1,4 @@
-"""Command line: ``headrecon reconstruct|serve|capture|setup-weights`` (also ``python -m backend``).
+"""Command line: ``headrecon reconstruct|batch|serve|capture|setup-weights`` (also ``python -m backend``).
 
 Exit codes: 0 success, 2 bad input (not an image, unreadable, no face), 3 missing or
 invalid model file, 130 cancelled, 1 anything else. Errors are one sentence on stderr.
@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--flame", default=None)
     c.add_argument("--assets", default=None)
 
+    from .batch.runner import add_batch_parser
+
+    add_batch_parser(sub, QUALITIES)
+
     w = sub.add_parser("setup-weights", help="extract model files into weights/")
     w.add_argument("--assets", default=None)
     return p
@@ -102,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
             from .capture import capture_main
 
             return capture_main(args, progress=_stderr_progress())
+        if args.command == "batch":
+            from .batch.runner import batch_main
+
+            return batch_main(args)
         if args.command == "setup-weights":
             from .setup_weights import setup_weights
 
