@@ -1,15 +1,20 @@
 """Command line: ``headrecon reconstruct|batch|serve|capture|setup-weights`` (also ``python -m backend``).
 
-Exit codes: 0 success, 2 bad input (not an image, unreadable, no face), 3 missing or
-invalid model file, 130 cancelled, 1 anything else. Errors are one sentence on stderr.
+Exit codes: 0 success, 2 bad input (not an image, unreadable, no face, unusable output
+folder), 3 missing or invalid model file, 64 usage error (bad arguments), 130 cancelled
+(Ctrl-C), 143 terminated (SIGTERM; temporary folders removed), 1 anything else. Errors are
+one sentence on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
+import signal
 import sys
 import time
+from typing import NoReturn
 
 from . import __version__
 from .errors import HeadReconError
@@ -29,8 +34,52 @@ def _stderr_progress() -> "callable":
     return progress
 
 
+EXIT_USAGE = 64  # BSD sysexits EX_USAGE; 2 means a bad photo here
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with exit code 64 for usage errors (its own 2 would read as "bad photo")."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: unwind (``finally`` blocks remove temporary folders), exit 143."""
+
+
+def _number(low: float, high: float, low_open: bool = False) -> "callable":
+    """argparse type: a finite float in [low, high] (or (low, high] with ``low_open``)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value) or value > high or value < low or (low_open and value == low):
+            lo = "(" if low_open else "["
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number in {lo}{low:g}, {high:g}]")
+        return value
+
+    return parse
+
+
+def _count(low: int, high: int) -> "callable":
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text} is not in {low}..{high}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="headrecon", description="HeadRecon reconstruction backend")
+    p = _Parser(prog="headrecon", description="HeadRecon reconstruction backend")
     p.add_argument("--version", action="version", version=f"headrecon {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
@@ -51,8 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default loopback)")
     s.add_argument("--token", default=None, help="bearer token for HTTP (or $HEADRECON_TOKEN)")
     s.add_argument("--jobs-dir", default=None, help="folder for per-job folders (default: a temporary one)")
-    s.add_argument("--keep-jobs", type=int, default=8, help="finished job folders kept (default 8)")
-    s.add_argument("--max-upload-mb", type=int, default=32, help="photo size limit in MiB (default 32)")
+    s.add_argument("--keep-jobs", type=_count(0, 10000), default=8, help="finished job folders kept (default 8)")
+    s.add_argument("--max-upload-mb", type=_count(1, 4096), default=32, help="photo size limit in MiB (default 32)")
     s.add_argument("--device", default="auto")
     s.add_argument("--flame", default=None)
     s.add_argument("--assets", default=None)
@@ -63,8 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--bundle", required=True, help="result bundle of the head (its identity)")
     c.add_argument("-o", "--output", required=True, action="append",
                    help="OUT.csv (Live Link Face) or OUT.json; may be given twice")
-    c.add_argument("--fps", type=float, default=None, help="frame rate (default: the video's, else 30)")
-    c.add_argument("--smooth", type=float, default=1.0, help="Gaussian sigma in frames (0: off)")
+    c.add_argument("--fps", type=_number(0, 1000, low_open=True), default=None, help="frame rate (default: the video's, else 30)")
+    c.add_argument("--smooth", type=_number(0, 100), default=1.0, help="Gaussian sigma in frames (0: off)")
     c.add_argument("--device", default="auto")
     c.add_argument("--flame", default=None)
     c.add_argument("--assets", default=None)
@@ -80,13 +129,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not args.verbose:
+        from .native_log import filter_native_stderr
+
+        filter_native_stderr()  # MediaPipe/TFLite/Warp start-up lines only with -v
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="headrecon: %(levelname)s: %(message)s",
         stream=sys.stderr,
     )
+    def on_term(signum: int, frame: object) -> None:
+        raise Terminated
+
+    if args.command != "serve":  # the service handles SIGTERM itself
+        signal.signal(signal.SIGTERM, on_term)
     try:
         if args.command == "reconstruct":
+            from .files.output import check_output_dir
+
+            check_output_dir(args.output)  # before the model loads: refuse a folder of files
             from .pipeline import reconstruct
 
             opts = ReconstructOptions(
@@ -121,4 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("headrecon: error: cancelled.", file=sys.stderr)
         return 130
+    except Terminated:
+        print("headrecon: error: terminated.", file=sys.stderr)
+        return 143
     return 1

@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,8 @@ import torch
 from . import __version__
 from .model.assets import assets_dir, flame_model_path
 from .errors import Cancelled, HeadReconError
-from .landmarks.ibug68 import Landmarks68
+from .files.output import check_output_dir, make_staging_dir, replace_dir
+from .landmarks.ibug68 import MEDIAPIPE_TO_IBUG68
 from .options import CancelFn, ProgressFn, ReconstructOptions
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 STAGE_WEIGHTS: dict[str, float] = {
     "load": 0.03,
     "landmarks": 0.05,
+    "landmarks_net": 0.01,
     "fit_landmarks": 0.22,
     "fit_photometric": 0.35,
     "texture": 0.10,
@@ -100,16 +101,21 @@ class Engine:
         self.flame = FLAME(self.model, eyelid_deltas=eyelids).to(self.device)
         self.eyelid_deltas = eyelids
         self.embedding = LandmarkEmbedding.load(self.assets)
-        # result.json's landmarks: FLAME's static 68-point embedding. The head-frame offset
-        # table of backend/landmarks/ibug68.py was learnt on the evaluation images' ground truth,
-        # so the product does not use it (it stays a benchmark diagnosis).
-        self.lmk68 = Landmarks68(self.assets, self.model.faces, offsets_mm=np.zeros((68, 3)))
+        # result.json's landmarks_68: the 68 points fixed on FLAME's surface
+        # (LandmarkEmbedding.fixed68, calibrated to the large-pose network by setup when it can).
+        # The head-frame offset table of backend/landmarks/ibug68.py was learnt on the evaluation
+        # images' ground truth, so the product does not use it (it stays a benchmark diagnosis).
         self.uv = load_uv_layout(self.assets, model_faces=self.model.faces)
         self.arkit = _load_arkit()
         if self.arkit is None:
             self.model_warnings.append("ARKit shapes are missing (run ./setup.sh); the head gets "
                                        "FLAME expression keys only.")
         self._detector = None
+        from .landmarks.tddfa import load_tddfa_weights
+
+        # The large-pose landmark network (3DDFA_V2 MobileNet): without it, MediaPipe alone.
+        self.tddfa, tddfa_warnings = load_tddfa_weights(device=self.device)
+        self.model_warnings += tddfa_warnings
         self.options = opts
 
     @property
@@ -137,21 +143,19 @@ class Engine:
         """Reconstruct one photo into ``out_dir`` (written atomically: a failed or cancelled job
         leaves any previous content of ``out_dir`` untouched). Returns the result.json dict."""
         opts = options or self.options
-        stages = ["load", "landmarks", "fit_landmarks", "fit_photometric"]
+        stages = ["load", "landmarks"] + (["landmarks_net"] if self.tddfa is not None else [])
+        stages += ["fit_landmarks", "fit_photometric"]
         if opts.texture:
             stages += ["texture"]
         if opts.detail:
             stages += ["detail"]
         stages += ["bundle"]
         prog = _Progress(progress, cancel, stages)
-        out_dir = Path(out_dir).resolve()
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+        out_dir = check_output_dir(out_dir)  # only an empty folder or a bundle is replaced
+        tmp = make_staging_dir(out_dir)
         try:
             result = self._run(Path(photo), tmp, opts, prog, stages)
-            if out_dir.exists():
-                shutil.rmtree(out_dir)
-            os.replace(tmp, out_dir)
+            replace_dir(tmp, out_dir)  # old bundle aside, new one in, then the old deleted
             return result
         finally:
             if tmp.exists():
@@ -175,12 +179,18 @@ class Engine:
         warnings += w
         prog.end()
 
+        network = None
+        if self.tddfa is not None:
+            prog.begin("landmarks_net")
+            network = self.tddfa.predict(img.rgb, face.points[list(MEDIAPIPE_TO_IBUG68), :2])
+            prog.end()
+
         h, w_px = img.rgb.shape[:2]
         prog.begin("fit_landmarks")
         fit = fit_landmarks(self.flame, self.embedding, face.points, image_size=(w_px, h),
                             quality=opts.quality,
                             progress=lambda s, f, m="": prog.report("fit_landmarks", f, m),
-                            cancel=prog.is_cancelled)
+                            cancel=prog.is_cancelled, network=network)
         params = fit.params
         prog.end()
 
@@ -200,7 +210,7 @@ class Engine:
             outp = self.flame(params.shape, params.expression, params.pose, params.translation,
                               eyelids=params.eyelids)
             verts_view = outp.vertices[0]
-            lmk68 = self.lmk68(outp.vertices, params.pose)[0]
+            lmk68 = self.embedding.fixed68(outp.vertices)[0]
         cam = params.camera
         lmk68_px = _project(lmk68.cpu().numpy(), cam)
         files: dict[str, str] = {}
@@ -267,6 +277,7 @@ class Engine:
                                      "v = cy - f*y/(-z); origin top-left"},
             "lighting": {"model": "sh9", "coefficients": params.sh[0].detach().cpu().tolist()},
             "landmarks_68": (lmk68_px / scale).round(3).tolist(),
+            "landmark_sources": _landmark_sources(network, fit.network_init, scale),
             "timings": {},
             "device": str(self.device),
             "warnings": warnings,
@@ -297,6 +308,19 @@ class Engine:
         m = self.model
         v_neutral = m.v_template + m.shapedirs[:, :, :len(shape)] @ shape
         return names, arkit_for_identity(deltas, v_neutral, m.v_template, m.faces)
+
+
+def _landmark_sources(network: Any, network_init: bool, scale: float) -> dict[str, Any]:
+    """result.json's ``landmark_sources``: which detectors the fit used, the network's own 68
+    points (original photo pixels) and head pose, and whether the rigid fit started from it."""
+    out: dict[str, Any] = {"mediapipe": {"points": 478}}
+    if network is not None:
+        out["tddfa"] = {
+            "model": "3DDFA_V2 MobileNet-x0.5 (MIT, trained on 300W-LP)",
+            "landmarks_68": (np.asarray(network.landmarks) / scale).round(3).tolist(),
+            "pitch_yaw_roll_deg": np.round(network.pitch_yaw_roll_deg, 3).tolist(),
+            "initialised_pose": bool(network_init)}
+    return out
 
 
 def _load_arkit() -> tuple[list[str], np.ndarray] | None:

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +21,12 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, "-m", "backend", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    """The installed ``headrecon`` command, run from a folder outside the repository (no
+    PYTHONPATH): what the install provides is what the test sees."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    with tempfile.TemporaryDirectory(prefix="headrecon-cwd-") as cwd:
+        return subprocess.run([str(Path(sys.executable).parent / "headrecon"), *args], cwd=cwd,
+                              env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def error_line(proc: subprocess.CompletedProcess) -> str:
@@ -107,6 +111,7 @@ def test_no_face_exits_2_and_keeps_previous_output(tmp_path: Path) -> None:
     Image.fromarray((rng.random((480, 640, 3)) * 40 + 100).astype(np.uint8)).save(blank)
     out = tmp_path / "out"
     out.mkdir()
+    (out / "result.json").write_text("{}")  # an earlier bundle: replaceable, but only on success
     (out / "keep.txt").write_text("user's earlier result")
     proc = run_cli("reconstruct", str(blank), "-o", str(out))
     assert proc.returncode == 2

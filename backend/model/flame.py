@@ -79,21 +79,68 @@ class _ChumpyStandIn:
         self.state = state
 
 
+class RefusedGlobalError(pickle.UnpicklingError):
+    """A pickle names a global outside the allow-list (it could run code when loaded)."""
+
+    def __init__(self, module: str, name: str):
+        super().__init__(f"{module}.{name}")
+        self.module, self.name = module, name
+
+
+# Globals a FLAME pickle (Python 2 or 3, numpy 1 or 2, old or new scipy) needs, and nothing
+# that can call out: numpy array/dtype/scalar reconstruction, scipy.sparse matrix classes,
+# builtin containers, copy_reg's object re-creation (of allowed classes only) and the latin-1
+# codec protocol 2 uses for bytes. Chumpy classes become _ChumpyStandIn.
+_ALLOWED_NUMPY = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
+                  ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
+                  ("numpy._core.multiarray", "scalar"), ("numpy.core.numeric", "_frombuffer"),
+                  ("numpy._core.numeric", "_frombuffer")}
+_ALLOWED_SPARSE = {"csc_matrix", "csr_matrix", "coo_matrix", "lil_matrix", "dok_matrix", "bsr_matrix",
+                   "dia_matrix"}
+_ALLOWED_BUILTINS = {"object", "dict", "list", "tuple", "set", "frozenset", "int", "float",
+                     "complex", "bool", "str", "bytes", "bytearray", "slice", "long", "unicode"}
+
+
+def _allowed_global(module: str, name: str) -> Any:
+    """The object an allowed pickle global names; raises RefusedGlobalError for anything else."""
+    import builtins
+    import copyreg
+
+    if module == "chumpy" or module.startswith("chumpy."):
+        return _ChumpyStandIn
+    if (module, name) in _ALLOWED_NUMPY:
+        if name == "_reconstruct":
+            return np.ndarray.__reduce__(np.zeros(0))[0]  # numpy's own array reconstructor
+        if name == "scalar":
+            return np.float64(0).__reduce__()[0]
+        if name == "_frombuffer":
+            import importlib
+            try:
+                return importlib.import_module("numpy._core.numeric")._frombuffer
+            except ImportError:
+                return importlib.import_module("numpy.core.numeric")._frombuffer
+        return getattr(np, name)
+    if (module == "scipy.sparse" or module.startswith("scipy.sparse.")) and name in _ALLOWED_SPARSE:
+        import scipy.sparse
+        return getattr(scipy.sparse, name)
+    if module in ("builtins", "__builtin__") and name in _ALLOWED_BUILTINS:
+        return getattr(builtins, {"long": "int", "unicode": "str"}.get(name, name))
+    if module in ("copy_reg", "copyreg") and name == "_reconstructor":
+        return copyreg._reconstructor
+    if module == "_codecs" and name == "encode":
+        import codecs
+        return codecs.encode
+    raise RefusedGlobalError(module, name)
+
+
 class _FlameUnpickler(pickle.Unpickler):
-    """Unpickler for the official FLAME files: chumpy classes become :class:`_ChumpyStandIn`
-    (chumpy itself is never imported) and old scipy.sparse module paths are redirected."""
+    """Restricted unpickler for the official FLAME files: only the globals of
+    :func:`_allowed_global` load (numpy arrays, scipy.sparse matrices, builtin containers);
+    chumpy classes become :class:`_ChumpyStandIn` (chumpy itself is never imported). A file
+    naming anything else (``os.system``, ``eval``, ...) is refused before it can run."""
 
     def find_class(self, module: str, name: str) -> Any:
-        if module == "chumpy" or module.startswith("chumpy."):
-            return _ChumpyStandIn
-        if module.startswith("scipy.sparse"):
-            import scipy.sparse
-
-            try:
-                return super().find_class(module, name)
-            except (ImportError, AttributeError):
-                return getattr(scipy.sparse, name)
-        return super().find_class(module, name)
+        return _allowed_global(module, name)
 
 
 def _to_numpy(value: Any, key: str, path: Path) -> np.ndarray:
@@ -248,6 +295,10 @@ def load_flame(path: str | os.PathLike[str], n_shape: int | None = None,
         arrays = _read_pickle(path) if suffix == ".pkl" else _read_npz(path)
     except ModelFileError:
         raise
+    except RefusedGlobalError as exc:
+        raise ModelFileError(
+            f"FLAME model file {path} is refused: it names {exc.module}.{exc.name}, which a FLAME "
+            "model does not contain and which could run code when loaded.") from None
     except Exception as exc:  # corrupt pickle / zip: many exception types
         raise ModelFileError(
             f"FLAME model file {path} cannot be read ({type(exc).__name__}: {exc}).") from None
