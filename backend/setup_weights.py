@@ -7,9 +7,11 @@ Steps (each idempotent, each prints what it did):
    every file is checked against its pinned size and SHA-256.
 2. ARKit-named expression shapes on FLAME, computed from ICT-FaceKit (MIT) in the assets
    into ``weights/arkit_on_flame.npz`` (backend/model/arkit.py).
-3. MediaPipe-105 landmark embedding calibrated on synthetic FLAME renders into
+3. The large-pose landmark network (3DDFA_V2 MobileNet, MIT) with its licence, copied from the
+   assets' ``tddfa/`` into ``weights/tddfa/`` (backend/landmarks/tddfa.py).
+4. MediaPipe-105 landmark embedding calibrated on synthetic FLAME renders into
    ``weights/mediapipe_flame_embedding_calibrated.npz`` (backend/landmarks/calibration.py).
-4. Further steps are added below the marked hook by the engineers who own them.
+5. Further steps are added below the marked hook by the engineers who own them.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from __future__ import annotations
 import os
 
 from .landmarks.mediapipe_files import setup_mediapipe
+from .landmarks.tddfa import setup_tddfa
+from .model.assets import assets_dir
 
 
 def setup_weights(assets: str | os.PathLike[str] | None = None) -> None:
@@ -26,6 +30,8 @@ def setup_weights(assets: str | os.PathLike[str] | None = None) -> None:
         ModelFileError: a source file is missing or has the wrong hash.
     """
     setup_mediapipe()
+    # 3DDFA_V2 MobileNet (MIT, trained on 300W-LP): large-pose 68 landmarks and head pose.
+    setup_tddfa(assets_dir(assets))
     # ---- HOOK: further setup steps go here (each idempotent, printing what it did). ----
 
     # ARKit-named shapes on FLAME, transferred from ICT-FaceKit (backend/model/arkit.py).
@@ -38,3 +44,9 @@ def setup_weights(assets: str | os.PathLike[str] | None = None) -> None:
     from .landmarks.calibration import ensure_calibrated_embedding
 
     ensure_calibrated_embedding(assets)
+
+    # The fixed 68-point embedding re-fitted to the large-pose network's detections on the same
+    # kind of renders (landmarks_68 in AFLW2000-3D's definition; LandmarkEmbedding.load prefers it).
+    from .landmarks.calibration import ensure_calibrated_fixed68
+
+    ensure_calibrated_fixed68(assets)

@@ -8,7 +8,18 @@ Correspondences (all compared in pixels of the fitted image, divided by the face
   the symmetric correspondence of PeizhiYan/Mediapipe_2_Dlib_Landmarks, which matched the
   AFLW2000-3D contour best of the tables we compared);
 * the pupils against the iris centres 473 (subject's left) and 468 (subject's right);
-* the upper-lid minus lower-lid vectors of three lid pairs per eye, so blinks are fitted.
+* the upper-lid minus lower-lid vectors of three lid pairs per eye, so blinks are fitted;
+* with the large-pose network (backend/landmarks/tddfa.py): its 68 points against FLAME's 68
+  points fixed on the surface (:meth:`LandmarkEmbedding.fixed68`, AFLW2000-3D's definition).
+
+Fusion of the two sources (``NET_REGION_WEIGHTS``, ``mediapipe_yaw_factor``): the network's 68
+points carry the jaw line, brows and nose and so the head pose (it was trained on 300W-LP to
+see faces up to profile); MediaPipe's face oval is dropped when the network is there (its oval
+is not the fixed jaw contour and stays on the cheek beyond ~50 degrees of yaw), and its dense
+eye, iris, lid and lip points keep the fine shape of eyes and mouth. MediaPipe's weight fades
+from 1 at |yaw| <= 30 degrees to ``MEDIAPIPE_FAR_WEIGHT`` at >= 60, where it saturates. The rigid
+stage starts from the network's head rotation when MediaPipe's PnP pose differs from it by more
+than ``NET_POSE_THRESHOLD_DEG``.
 
 MediaPipe sides were checked on photos: iris centre 468 lies next to point 33, the outer corner
 of the subject's right eye. Beyond 20 degrees of yaw the far-side contour points fade out (gone
@@ -29,10 +40,11 @@ image side and the principal point at the image centre.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Protocol
 
 import cv2
 import numpy as np
@@ -56,6 +68,26 @@ MP_LIDS: tuple[tuple[int, int], ...] = ((386, 374), (385, 380), (387, 373),
                                          (159, 145), (158, 153), (160, 144))
 
 W_INNER, W_CONTOUR, W_IRIS, W_LIDS = 1.0, 0.5, 1.0, 4.0  # data weights per point
+# Large-pose network points (iBUG order) per region: jaw 0-16, brows 17-26, nose 27-35,
+# eyes 36-47, mouth 48-67. Eyes and mouth are MediaPipe's (denser, and the fine shape), so the
+# network only steadies them there.
+NET_REGION_WEIGHTS: dict[str, tuple[slice, float]] = {
+    "jaw": (slice(0, 17), 1.0), "brows": (slice(17, 27), 1.0), "nose": (slice(27, 36), 1.0),
+    "eyes": (slice(36, 48), 0.5), "mouth": (slice(48, 68), 0.5)}
+# MediaPipe's brow and nose points (face-mesh indices) are weighted by these factors when the
+# network is there: its brows and nose are where AFLW2000-3D's are, MediaPipe's are another
+# definition (region NME on the eval images, MediaPipe mapped to 68 / network: brows 6.7 / 3.7 %,
+# nose 3.6 / 2.0 %), and both on one head pull the fitted brows between the two.
+MP_BROWS: frozenset[int] = frozenset({46, 52, 53, 55, 63, 65, 66, 70, 105, 107, 276, 282, 283, 285,
+                                      293, 295, 296, 300, 334, 336})
+MP_NOSE: frozenset[int] = frozenset({168, 6, 197, 195, 5, 4, 129, 98, 97, 2, 326, 327, 358})
+MP_WEIGHT_WITH_NET = {"brows": 0.0, "nose": 0.0}
+MEDIAPIPE_YAW_FADE = (30.0, 60.0)  # |yaw| in degrees where MediaPipe's weight goes 1 -> far
+MEDIAPIPE_FAR_WEIGHT = 0.3
+# The network's pose errs by 3-6 degrees per axis on AFLW2000-3D (assets/tddfa/README.md); a
+# PnP pose from MediaPipe's points that is further than this from it is MediaPipe saturating
+# (21-28 degrees off beyond 60 degrees of yaw), so the rigid stage starts from the network's.
+NET_POSE_THRESHOLD_DEG = 15.0
 FAR_CONTOUR_FADE = (20.0, 40.0)  # |yaw| in degrees where far-side contour weights go 1 -> 0
 HUBER_DELTA = 0.02  # in face sizes (~4 px on a 200 px face)
 # Prior weights (cost = sum of squared normalised residuals + sum of weight * value^2); tuned on
@@ -74,6 +106,13 @@ ITERATIONS: dict[str, tuple[int, int, float]] = {
     "fast": (8, 12, 1e-3), "default": (12, 30, 1e-4), "best": (20, 60, 1e-6)}
 
 ProgressCb = Callable[[str, float, str], None]
+
+
+class NetworkLandmarks(Protocol):
+    """What the fit needs of a large-pose landmark network (e.g. ``tddfa.TDDFAResult``)."""
+
+    landmarks: np.ndarray  # (68, 2) photo pixels, AFLW2000-3D's fixed-contour definition
+    rotation: np.ndarray  # (3, 3) FLAME head frame -> OpenGL camera frame
 
 
 def default_camera(width: int, height: int, fov_deg: float = DEFAULT_FOV_DEG) -> Camera:
@@ -106,6 +145,9 @@ class LandmarkTargets:
         lids: (6, 2) upper minus lower lid for ``MP_LIDS``.
         lid_pairs: (6, 2) positions of the ``MP_LIDS`` points within ``inner``.
         face_size: sqrt(width * height) of the targets' bounding box, in pixels.
+        fixed68: (68, 2) the large-pose network's iBUG points (AFLW2000-3D's definition), or None.
+        head_rotation: (3, 3) the network's head rotation (FLAME head frame to the OpenGL camera
+            frame, i.e. a root rotation), or None.
     """
 
     inner: np.ndarray
@@ -114,6 +156,19 @@ class LandmarkTargets:
     lids: np.ndarray
     lid_pairs: np.ndarray
     face_size: float
+    fixed68: np.ndarray | None = None
+    head_rotation: np.ndarray | None = None
+
+    def with_network(self, fixed68: np.ndarray | None,
+                     head_rotation: np.ndarray | None = None) -> "LandmarkTargets":
+        """These targets plus the large-pose network's (68, 2) points and (3, 3) rotation."""
+        if fixed68 is None:
+            return self
+        pts = np.asarray(fixed68, dtype=np.float64)
+        if pts.shape != (68, 2) or not np.isfinite(pts).all():
+            raise BadInputError(f"Expected 68 finite network landmarks, got shape {pts.shape}.")
+        rot = None if head_rotation is None else np.asarray(head_rotation, dtype=np.float64)
+        return dataclasses.replace(self, fixed68=pts, head_rotation=rot)
 
     @classmethod
     def from_mediapipe(cls, points478: np.ndarray, emb: LandmarkEmbedding) -> "LandmarkTargets":
@@ -154,6 +209,7 @@ class FitResult:
         timings: seconds per stage ("fit_rigid", "fit_shape").
         rms_px: root-mean-square 2D error over the 105 inner points after the fit.
         targets: the 2D targets that were fitted.
+        network_init: the rigid stage started from the network's head rotation.
     """
 
     params: FitParams
@@ -161,6 +217,7 @@ class FitResult:
     timings: dict[str, float] = field(default_factory=dict)
     rms_px: float = float("nan")
     targets: LandmarkTargets | None = None
+    network_init: bool = False
 
 
 class _Problem:
@@ -174,25 +231,50 @@ class _Problem:
         self.camera = camera
         dev = flame.v_template.device
         t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32, device=dev)  # noqa: E731
-        self.target = t(np.concatenate([targets.inner, targets.contour, targets.iris]))
+        net = targets.fixed68
+        self.use_net = net is not None
+        pts = [targets.inner, targets.contour, targets.iris] + ([net] if net is not None else [])
+        self.target = t(np.concatenate(pts))
         self.target_lids = t(targets.lids)
         self.lid_pairs = torch.as_tensor(targets.lid_pairs, device=dev)
         self.scale = 1.0 / targets.face_size
         n_in, n_c = len(targets.inner), len(targets.contour)
-        self.weight = t(np.concatenate([np.full(n_in, W_INNER), np.full(n_c, W_CONTOUR),
-                                        np.full(2, W_IRIS)]))
+        n_mp = n_in + n_c + 2
+        weight = np.concatenate([np.full(n_in, W_INNER), np.full(n_c, W_CONTOUR), np.full(2, W_IRIS)])
+        mediapipe = np.ones(n_mp)  # 1 where MediaPipe is the source (its weight fades with yaw)
+        rigid = np.concatenate([np.ones(n_in), np.zeros(n_c + 2)])  # points of the rigid stage
+        if net is not None:
+            weight[n_in:n_in + n_c] = 0.0  # the network's fixed jaw line replaces the face oval
+            for region, ids in (("brows", MP_BROWS), ("nose", MP_NOSE)):
+                weight[:n_in][np.isin(emb.mp105_indices, list(ids))] *= MP_WEIGHT_WITH_NET[region]
+            net_w = np.zeros(68)
+            for sl, w in NET_REGION_WEIGHTS.values():
+                net_w[sl] = w
+            weight = np.concatenate([weight, net_w])
+            mediapipe = np.concatenate([mediapipe, np.zeros(68)])
+            rigid = np.concatenate([rigid, np.ones(68)])
+        self.weight = t(weight)
+        self.mediapipe = t(mediapipe).bool()
+        self.rigid_mask = t(rigid)
         self.n_inner = n_in
         self.device = dev
-        side = np.zeros(n_in + n_c + 2)
+        side = np.zeros(len(weight))
         side[n_in:n_in + 8], side[n_in + 9:n_in + n_c] = -1.0, 1.0  # contour: subject's right/left
         self.contour_side = t(side)
 
     def point_weights(self, yaw: torch.Tensor) -> torch.Tensor:
-        """(N,) data weights; contour points on the far side fade out between 20 and 40 degrees
-        of yaw, where MediaPipe's face oval stays on the cheek instead of the silhouette."""
+        """(N,) data weights at head yaw ``yaw`` (degrees, shape (1,) or ()).
+
+        MediaPipe contour points on the far side fade out between 20 and 40 degrees of yaw,
+        where MediaPipe's face oval stays on the cheek instead of the silhouette. With the
+        network, every MediaPipe point fades to ``MEDIAPIPE_FAR_WEIGHT`` between 30 and 60
+        degrees (``mediapipe_yaw_factor``)."""
         far = self.contour_side * torch.sign(yaw) > 0
         fade = ((FAR_CONTOUR_FADE[1] - yaw.abs()) / (FAR_CONTOUR_FADE[1] - FAR_CONTOUR_FADE[0]))
-        return torch.where(far, self.weight * fade.clamp(0.0, 1.0), self.weight)
+        w = torch.where(far, self.weight * fade.clamp(0.0, 1.0), self.weight)
+        if self.use_net:
+            w = torch.where(self.mediapipe, w * mediapipe_yaw_factor(yaw), w)
+        return w
 
     def points(self, p: dict[str, torch.Tensor],
                yaw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -200,8 +282,10 @@ class _Problem:
         out = self.flame(p["shape"], p["expression"], p["pose"], p["translation"],
                          eyelids=p["eyelids"] if self.flame.eyelid_deltas is not None else None)
         v = out.vertices
-        pts = torch.cat([self.emb.mp105(v), self.emb.lmk68(v, yaw)[:, :17], self.emb.pupils(v)],
-                        dim=1)
+        parts = [self.emb.mp105(v), self.emb.lmk68(v, yaw)[:, :17], self.emb.pupils(v)]
+        if self.use_net:
+            parts.append(self.emb.fixed68(v))
+        pts = torch.cat(parts, dim=1)
         uv = project(pts[0], self.camera)
         lids = uv[self.lid_pairs[:, 0]] - uv[self.lid_pairs[:, 1]]
         return uv, lids
@@ -223,6 +307,14 @@ class _Problem:
         w = torch.cat([self.point_weights(yaw),
                        torch.full((len(r_lids),), W_LIDS, device=self.device)])
         return (w * _huber(err, HUBER_DELTA)).sum() / w.sum()
+
+
+def mediapipe_yaw_factor(yaw: torch.Tensor) -> torch.Tensor:
+    """MediaPipe's weight factor when fused with the network: 1 at |yaw| <= 30 degrees, linear
+    down to ``MEDIAPIPE_FAR_WEIGHT`` at >= 60 degrees (MediaPipe saturates near 60)."""
+    lo, hi = MEDIAPIPE_YAW_FADE
+    s = ((yaw.abs() - lo) / (hi - lo)).clamp(0.0, 1.0)
+    return 1.0 - (1.0 - MEDIAPIPE_FAR_WEIGHT) * s
 
 
 def _huber(x: torch.Tensor, delta: float) -> torch.Tensor:
@@ -285,13 +377,15 @@ def _levenberg_marquardt(fun: Callable[[torch.Tensor], torch.Tensor], x: torch.T
 
 
 def landmark_problem(flame: FLAME, emb: LandmarkEmbedding, points478: np.ndarray,
-                     camera: Camera | None, image_size: tuple[int, int] | None
+                     camera: Camera | None, image_size: tuple[int, int] | None,
+                     network: "NetworkLandmarks | None" = None
                      ) -> tuple["_Problem", LandmarkTargets, Camera]:
     """Targets and residual problem of one image, shared by the landmark and ARKit fits.
 
     Args:
         points478: (478, 2|3) MediaPipe points in pixels; camera: None =
             :func:`default_camera` of ``image_size`` (width, height).
+        network: the large-pose network's points and rotation, fused with MediaPipe's.
     Raises:
         ValueError: neither a camera nor an image size; BadInputError: bad landmarks.
     """
@@ -300,15 +394,26 @@ def landmark_problem(flame: FLAME, emb: LandmarkEmbedding, points478: np.ndarray
             raise ValueError("a landmark fit needs a camera or an image_size")
         camera = default_camera(*image_size)
     targets = LandmarkTargets.from_mediapipe(points478, emb)
+    if network is not None:
+        targets = targets.with_network(network.landmarks, network.rotation)
     return _Problem(flame, emb, targets, camera), targets, camera
 
 
 def _rigid_init(prob: _Problem, targets: LandmarkTargets, base: dict[str, torch.Tensor],
-                camera: Camera) -> tuple[torch.Tensor, torch.Tensor]:
-    """Root rotation (3,) and translation (3,) from a PnP solve on the mean head's inner points."""
+                camera: Camera) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """Root rotation (3,) and translation (3,) from a PnP solve on the mean head's inner points.
+
+    With the network's head rotation in ``targets``: when the PnP rotation is more than
+    ``NET_POSE_THRESHOLD_DEG`` from it, the network's rotation is used and the translation
+    solved for it (linear least squares on the inner and network points).
+
+    Returns:
+        (root axis-angle (3,), translation (3,), whether the network's rotation was used).
+    """
     with torch.no_grad():
         out = prob.flame(base["shape"], base["expression"], torch.zeros_like(base["pose"]))
         obj = prob.emb.mp105(out.vertices)[0].double().cpu().numpy()
+        obj68 = prob.emb.fixed68(out.vertices)[0].double().cpu().numpy()
         root = out.rest_joints[0, 0].double().cpu().numpy()
     k = np.array([[camera.focal, 0, camera.cx], [0, camera.focal, camera.cy], [0, 0, 1]])
     ok, rvec, tvec = cv2.solvePnP(obj, targets.inner.astype(np.float64), k, None,
@@ -317,6 +422,16 @@ def _rigid_init(prob: _Problem, targets: LandmarkTargets, base: dict[str, torch.
     if ok:
         rot = flip @ cv2.Rodrigues(rvec)[0]
         trans = flip @ tvec[:, 0] - root + rot @ root
+    used_net = False
+    if targets.head_rotation is not None and targets.fixed68 is not None:
+        net_rot = targets.head_rotation
+        gap = _angle_deg(rot, net_rot) if ok else 180.0
+        if gap > NET_POSE_THRESHOLD_DEG:
+            rot, used_net = net_rot, True
+            pts3 = np.concatenate([obj, obj68]) - root
+            pix = np.concatenate([targets.inner, targets.fixed68])
+            trans = _translation_for_rotation(rot, pts3, pix, camera) - root
+            ok = True
     if not ok or trans[2] >= -0.05:
         # Facing the camera at the distance where the mean head has the targets' size.
         width = float(np.ptp(obj[:, 0])) or 0.1
@@ -325,18 +440,45 @@ def _rigid_init(prob: _Problem, targets: LandmarkTargets, base: dict[str, torch.
         trans = np.array([(centre[0] - camera.cx) * dist / camera.focal,
                           -(centre[1] - camera.cy) * dist / camera.focal, -dist]) - obj.mean(0)
         rot = np.eye(3)
+        used_net = False
     rvec_gl = cv2.Rodrigues(rot)[0][:, 0]
     dev = prob.device
     return (torch.tensor(rvec_gl, dtype=torch.float32, device=dev),
-            torch.tensor(trans, dtype=torch.float32, device=dev))
+            torch.tensor(trans, dtype=torch.float32, device=dev), used_net)
+
+
+def _angle_deg(a: np.ndarray, b: np.ndarray) -> float:
+    """Angle in degrees of the rotation between two (3, 3) rotation matrices."""
+    cos = (np.trace(a.T @ b) - 1.0) / 2.0
+    return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
+
+
+def _translation_for_rotation(rot: np.ndarray, points: np.ndarray, pixels: np.ndarray,
+                              camera: Camera) -> np.ndarray:
+    """Translation t that best projects ``rot @ p + t`` onto ``pixels`` (linear least squares).
+
+    Args:
+        rot: (3, 3); points: (N, 3) model points about the rotation centre; pixels: (N, 2).
+    Returns:
+        (3,) view-frame translation (the rotation centre's position).
+    """
+    q = points @ rot.T
+    du = (pixels[:, 0] - camera.cx) / camera.focal  # u: du * (-(qz + tz)) = qx + tx
+    dv = -(pixels[:, 1] - camera.cy) / camera.focal
+    rows = np.concatenate([np.stack([np.ones_like(du), np.zeros_like(du), du], 1),
+                           np.stack([np.zeros_like(dv), np.ones_like(dv), dv], 1)])
+    rhs = np.concatenate([-du * q[:, 2] - q[:, 0], -dv * q[:, 2] - q[:, 1]])
+    return np.linalg.lstsq(rows, rhs, rcond=None)[0]
 
 
 def fit_landmarks(flame: FLAME, emb: LandmarkEmbedding, points478: np.ndarray,
                   camera: Camera | None = None, quality: str = "default",
                   progress: ProgressCb | None = None, cancel: Callable[[], bool] | None = None,
                   init: FitParams | None = None, *,
-                  image_size: tuple[int, int] | None = None) -> FitResult:
-    """Fit FLAME to MediaPipe's 478 landmarks of one image.
+                  image_size: tuple[int, int] | None = None,
+                  network: NetworkLandmarks | None = None) -> FitResult:
+    """Fit FLAME to MediaPipe's 478 landmarks of one image, fused with the large-pose network's
+    68 points and head rotation when ``network`` is given (see the module docstring).
 
     Args:
         flame: the model (its device is used); with eyelid blendshapes, blinks are fitted.
@@ -348,6 +490,8 @@ def fit_landmarks(flame: FLAME, emb: LandmarkEmbedding, points478: np.ndarray,
         cancel: returns True to stop; checked before every iteration.
         init: start from these parameters instead of the PnP initialisation.
         image_size: (width, height), used when ``camera`` is None.
+        network: the large-pose network's output for this face (photo pixels of the fitted
+            image), or None for MediaPipe alone.
     Returns:
         FitResult.
     Raises:
@@ -356,7 +500,7 @@ def fit_landmarks(flame: FLAME, emb: LandmarkEmbedding, points478: np.ndarray,
     """
     if quality not in QUALITIES:
         raise ValueError(f"quality must be one of {', '.join(QUALITIES)}")
-    prob, targets, camera = landmark_problem(flame, emb, points478, camera, image_size)
+    prob, targets, camera = landmark_problem(flame, emb, points478, camera, image_size, network)
     dev = prob.device
     n_s, n_e = min(flame.n_shape, N_SHAPE_FIT), min(flame.n_expr, N_EXPR_FIT)
     n_j = flame.n_joints
@@ -385,8 +529,9 @@ def fit_landmarks(flame: FLAME, emb: LandmarkEmbedding, points478: np.ndarray,
 
     # ---------------------------------------------------------------- rigid
     t0 = time.perf_counter()
+    net_init = False
     if init is None:
-        root, trans = _rigid_init(prob, targets, p, camera)
+        root, trans, net_init = _rigid_init(prob, targets, p, camera)
         p["pose"][0, 0] = root
         p["translation"][0] = trans
     rigid = _Layout({"root": (3,), "translation": (1, 3)})
@@ -433,7 +578,7 @@ def fit_landmarks(flame: FLAME, emb: LandmarkEmbedding, points478: np.ndarray,
         err = (uv[:prob.n_inner] - prob.target[:prob.n_inner]).norm(dim=-1)
         rms = float(torch.sqrt((err * err).mean()))
     return FitResult(params=params, landmark_loss=prob.loss, timings=timings, rms_px=rms,
-                     targets=targets)
+                     targets=targets, network_init=net_init)
 
 
 def _priors(flame: FLAME) -> Callable[[dict[str, torch.Tensor]], torch.Tensor]:
@@ -467,9 +612,10 @@ def _solve(prob: _Problem, to_params: Callable[[torch.Tensor], dict[str, torch.T
            priors: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None = None) -> torch.Tensor:
     """Robust LM over the flat vector ``x`` (``to_params`` maps it to FLAME inputs): IRLS Huber
     weights, far-contour fading and the contour's yaw bin are refreshed every iteration.
-    ``inner_only`` uses the 105 inner points alone (rigid stage)."""
+    ``inner_only`` uses the points of the rigid stage alone: the 105 inner MediaPipe points and
+    the network's 68 when present."""
     state: dict[str, torch.Tensor] = {}
-    n_pts = prob.n_inner if inner_only else len(prob.target)
+    keep = prob.rigid_mask.bool() if inner_only else torch.ones_like(prob.rigid_mask, dtype=torch.bool)
 
     def refresh(i: int, x_now: torch.Tensor) -> None:
         step(i)
@@ -477,18 +623,17 @@ def _solve(prob: _Problem, to_params: Callable[[torch.Tensor], dict[str, torch.T
             p = to_params(x_now)
             yaw = yaw_degrees(p["pose"])
             r, r_lids = prob.residuals(p, yaw)
-            err = torch.cat([r[:n_pts].norm(dim=-1), r_lids.norm(dim=-1)])
+            err = torch.cat([r[keep].norm(dim=-1), r_lids.norm(dim=-1)])
             irls = torch.where(err <= HUBER_DELTA, torch.ones_like(err), HUBER_DELTA / err)
-            w = torch.cat([prob.point_weights(yaw)[:n_pts],
-                           torch.full((len(r_lids),), W_LIDS, device=prob.device)])
-            if inner_only:
-                w[n_pts:] = 0.0
+            w = torch.cat([prob.point_weights(yaw)[keep],
+                           torch.full((len(r_lids),), 0.0 if inner_only else W_LIDS,
+                                      device=prob.device)])
             state["yaw"], state["sqrt_w"] = yaw, torch.sqrt(w * irls)
 
     def fun(xv: torch.Tensor) -> torch.Tensor:
         p = to_params(xv)
         r, r_lids = prob.residuals(p, state["yaw"])
-        res = torch.cat([r[:n_pts], r_lids], dim=0) * state["sqrt_w"][:, None]
+        res = torch.cat([r[keep], r_lids], dim=0) * state["sqrt_w"][:, None]
         parts = [res.reshape(-1)]
         if priors is not None:
             parts.append(priors(p))

@@ -34,7 +34,7 @@ from PIL import Image
 from ..model.assets import DEV_MODEL_RELPATH, assets_dir, weights_dir
 from ..fit.landmark_fit import default_camera
 from ..model.flame import FLAME, FlameModelData, load_eyelid_deltas, load_flame
-from .embedding import EMBEDDING_MP, EMBEDDING_MP_CALIBRATED
+from .embedding import EMBEDDING_68, EMBEDDING_68_CALIBRATED, EMBEDDING_MP, EMBEDDING_MP_CALIBRATED
 from .ibug68 import MEDIAPIPE_TO_IBUG68
 from ..model.params import Camera
 from ..model.pinned import sha256_of
@@ -42,6 +42,7 @@ from ..fit.synthetic import random_head_params, random_sh, render_head
 from ..model.uv import UVLayout, load_uv_layout
 
 CALIBRATED_NAME = EMBEDDING_MP_CALIBRATED
+FIXED68_CALIBRATED_NAME = EMBEDDING_68_CALIBRATED
 ASSETS_EMBEDDING = EMBEDDING_MP
 MEAN_TEXTURE = "uv/mean_texture.jpg"
 ALGORITHM_VERSION = 1
@@ -268,6 +269,45 @@ def calibrate_mediapipe_embedding(parts: HeadParts, n_heads: int = SETUP_HEADS, 
             "n_renders": np.array(len(renders))}
 
 
+def calibrate_fixed68_embedding(parts: HeadParts, network: Any, n_heads: int = SETUP_HEADS,
+                                seed: int = 0, size: int = IMAGE_SIZE) -> dict[str, np.ndarray]:
+    """Re-embed FLAME's fixed 68 iBUG points where the large-pose network sees them.
+
+    The network was trained on 300W-LP, whose 68 points are fixed vertices of another face
+    model (AFLW2000-3D's definition); FLAME's static 68-point embedding puts some of them
+    elsewhere (brows, lips). Searching, per point, the FLAME surface point whose projection
+    best matches the network's detections on synthetic dev-model renders carries that
+    definition over to FLAME without any evaluation image.
+
+    Args:
+        parts: FLAME, its data, the UV layout, the assets folder.
+        network: a loaded ``tddfa.TDDFA``.
+    Returns:
+        full_lmk_faces_idx (68,) int64, full_lmk_bary_coords (68, 3) float64,
+        error_before_px / error_after_px (68,) mean reprojection errors over the renders,
+        n_renders ().
+    """
+    root = Path(parts.assets)
+    with np.load(root / EMBEDDING_68) as data:
+        face_idx = data["full_lmk_faces_idx"].reshape(-1).astype(np.int64)
+        bary = data["full_lmk_bary_coords"].reshape(-1, 3).astype(np.float64)
+    renders = [CalibrationRender(r.vertices, r.network68, r.camera)
+               for r in render_calibration_set(parts, n_heads, seed, size, network=network)]
+    if len(renders) < 3:
+        raise RuntimeError(f"MediaPipe found a face in only {len(renders)} of {n_heads} renders.")
+    faces = np.asarray(parts.model.faces, np.int64)
+    with np.load(root / "masks" / "flame_vertex_masks.npz") as masks:
+        eyeballs = np.concatenate([masks["left_eyeball"], masks["right_eyeball"]]).astype(np.int64)
+    v_template = np.asarray(parts.model.v_template, np.float64)
+    ids = np.arange(68)
+    before = reprojection_errors(renders, faces, face_idx, bary, ids)
+    new_idx, new_w = fit_embedding(renders, faces, v_template, face_idx, bary, ids, eyeballs,
+                                   radius=0.02)
+    after = reprojection_errors(renders, faces, new_idx, new_w, ids)
+    return {"full_lmk_faces_idx": new_idx, "full_lmk_bary_coords": new_w,
+            "error_before_px": before, "error_after_px": after, "n_renders": np.array(len(renders))}
+
+
 # ------------------------------------------------------------------------- setup step
 def _inputs_provenance(assets: Path) -> dict[str, Any]:
     from .mediapipe_files import MEDIAPIPE_FILES
@@ -288,15 +328,9 @@ def ensure_calibrated_embedding(assets: str | os.PathLike[str] | None = None,
     root = assets_dir(assets)
     out = weights_dir(weights) / CALIBRATED_NAME
     wanted = _inputs_provenance(root)
-    if out.is_file():
-        try:
-            with np.load(out) as data:
-                stored = json.loads(str(data["provenance"]))
-        except (OSError, KeyError, ValueError):
-            stored = None
-        if stored is not None and {k: stored.get(k) for k in wanted} == wanted:
-            print(f"setup-weights: {out} is up to date")
-            return out
+    if _stored_provenance(out, wanted):
+        print(f"setup-weights: {out} is up to date")
+        return out
     start = time.perf_counter()
     result = calibrate_mediapipe_embedding(Parts.from_assets(root), SETUP_HEADS, SETUP_SEED)
     before = float(result["error_before_px"].mean())
@@ -317,3 +351,57 @@ def ensure_calibrated_embedding(assets: str | os.PathLike[str] | None = None,
           f"mean reprojection error {before:.2f} -> {after:.2f} px -> {out} "
           f"({provenance['seconds']:.1f} s)")
     return out
+
+
+def ensure_calibrated_fixed68(assets: str | os.PathLike[str] | None = None,
+                              weights: str | os.PathLike[str] | None = None) -> Path | None:
+    """Write weights/tddfa_flame_embedding_68_calibrated.npz unless present from the same inputs.
+
+    Needs the large-pose network in weights/ (``setup_tddfa`` first); without it, nothing is
+    written and None is returned (the assets' static 68 embedding is used).
+    """
+    from .tddfa import TDDFA_FILES, load_tddfa_weights
+
+    root = assets_dir(assets)
+    out = weights_dir(weights) / FIXED68_CALIBRATED_NAME
+    network, warnings = load_tddfa_weights(weights)
+    if network is None:
+        print(f"setup-weights: no calibrated 68-point embedding ({' '.join(warnings)})")
+        return None
+    files = {rel: sha256_of(root / rel) for rel in (EMBEDDING_68, DEV_MODEL_RELPATH, MEAN_TEXTURE)}
+    wanted = {"algorithm_version": ALGORITHM_VERSION, "n_heads": SETUP_HEADS, "seed": SETUP_SEED,
+              "image_size": IMAGE_SIZE, "inputs": files,
+              "network": {p.name: p.sha256 for p in TDDFA_FILES[:2]}}
+    if _stored_provenance(out, wanted):
+        print(f"setup-weights: {out} is up to date")
+        return out
+    start = time.perf_counter()
+    result = calibrate_fixed68_embedding(Parts.from_assets(root), network, SETUP_HEADS, SETUP_SEED)
+    before = float(result["error_before_px"].mean())
+    after = float(result["error_after_px"].mean())
+    provenance = dict(wanted, n_renders=int(result["n_renders"]), mean_error_before_px=before,
+                      mean_error_after_px=after, seconds=time.perf_counter() - start,
+                      source="assets full 68-point embedding re-fitted to the 3DDFA_V2 network's "
+                             "detections by backend/landmarks/calibration.py")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp.npz")
+    np.savez(tmp, **{k: result[k] for k in ("full_lmk_faces_idx", "full_lmk_bary_coords",
+                                             "error_before_px", "error_after_px")},
+             provenance=np.array(json.dumps(provenance)))
+    os.replace(tmp, out)
+    print(f"setup-weights: calibrated the fixed 68-point embedding to the large-pose network on "
+          f"{provenance['n_renders']} renders, mean reprojection error {before:.2f} -> {after:.2f} px "
+          f"-> {out} ({provenance['seconds']:.1f} s)")
+    return out
+
+
+def _stored_provenance(path: Path, wanted: dict[str, Any]) -> bool:
+    """True when ``path`` holds a provenance record that agrees with ``wanted`` on its keys."""
+    if not path.is_file():
+        return False
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            stored = json.loads(str(data["provenance"]))
+    except (OSError, KeyError, ValueError):
+        return False
+    return {k: stored.get(k) for k in wanted} == wanted

@@ -3,7 +3,10 @@ MediaPipe-105 subset and the two pupils, each as barycentric points on FLAME tri
 
 The MediaPipe-105 points come from ``weights/mediapipe_flame_embedding_calibrated.npz`` when
 setup wrote it (the assets embedding re-fitted to what MediaPipe detects on synthetic FLAME
-renders, backend/landmarks/calibration.py), else from the assets embedding.
+renders, backend/landmarks/calibration.py), else from the assets embedding. Likewise the 68
+points fixed on the surface (:meth:`LandmarkEmbedding.fixed68`, result.json's ``landmarks_68``)
+come from ``weights/tddfa_flame_embedding_68_calibrated.npz`` (re-fitted to what the large-pose
+network detects), else from the assets' ``full_lmk_*``.
 
 Yaw convention (checked against the surface normals, see tests/test_landmark_embedding.py):
 yaw > 0 is a rotation about +Y that turns the face (+Z) towards +X, i.e. the subject looks to
@@ -28,6 +31,8 @@ EMBEDDING_68 = "landmarks/flame_landmark_embedding_68.npz"
 EMBEDDING_70 = "landmarks/flame_landmark_embedding_70_with_eyes.npz"  # + pupils (right, left)
 EMBEDDING_MP = "landmarks/mediapipe_landmark_embedding.npz"
 EMBEDDING_MP_CALIBRATED = "mediapipe_flame_embedding_calibrated.npz"  # in weights/, from setup
+# in weights/, from setup: the fixed 68 re-fitted to the large-pose network (AFLW2000-3D's points)
+EMBEDDING_68_CALIBRATED = "tddfa_flame_embedding_68_calibrated.npz"
 FACES_SOURCE = "flame/flame_dev_model.npz"  # FLAME faces are the same in every FLAME version
 MAX_YAW_BIN = 39
 
@@ -75,15 +80,20 @@ class LandmarkEmbedding:
         mp_ids, mp_w: (105, 3) the MediaPipe-105 points.
         mp105_indices: (105,) indices of those points among MediaPipe's 478.
         pupil_ids, pupil_w: (2, 3) pupils (subject's left, right).
+        fixed_ids, fixed_w: (68, 3) all 68 iBUG points fixed on the surface (AFLW2000-3D's
+            definition: the contour does not follow the silhouette), the assets' ``full_lmk_*``.
     """
 
     def __init__(self, static_ids: np.ndarray, static_w: np.ndarray, contour_ids: np.ndarray,
                  contour_w: np.ndarray, mp_ids: np.ndarray, mp_w: np.ndarray,
-                 mp105_indices: np.ndarray, pupil_ids: np.ndarray, pupil_w: np.ndarray):
+                 mp105_indices: np.ndarray, pupil_ids: np.ndarray, pupil_w: np.ndarray,
+                 fixed_ids: np.ndarray, fixed_w: np.ndarray):
         self._ids = {k: torch.as_tensor(np.asarray(v, dtype=np.int64)) for k, v in (
-            ("static", static_ids), ("contour", contour_ids), ("mp", mp_ids), ("pupil", pupil_ids))}
+            ("static", static_ids), ("contour", contour_ids), ("mp", mp_ids), ("pupil", pupil_ids),
+            ("fixed", fixed_ids))}
         self._w = {k: torch.as_tensor(np.asarray(v, dtype=np.float32)) for k, v in (
-            ("static", static_w), ("contour", contour_w), ("mp", mp_w), ("pupil", pupil_w))}
+            ("static", static_w), ("contour", contour_w), ("mp", mp_w), ("pupil", pupil_w),
+            ("fixed", fixed_w))}
         self.mp105_indices: np.ndarray = np.asarray(mp105_indices, dtype=np.int64)
         self._cache: dict[tuple[str, str, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -106,10 +116,15 @@ class LandmarkEmbedding:
             faces = _load_npz(root / FACES_SOURCE, ("f",))["f"]
         faces = np.asarray(faces, dtype=np.int64)
         e68 = _load_npz(root / EMBEDDING_68, ("static_lmk_faces_idx", "static_lmk_bary_coords",
-                                             "dynamic_lmk_faces_idx", "dynamic_lmk_bary_coords"))
+                                             "dynamic_lmk_faces_idx", "dynamic_lmk_bary_coords",
+                                             "full_lmk_faces_idx", "full_lmk_bary_coords"))
         e70 = _load_npz(root / EMBEDDING_70, ("static_lmk_faces_idx", "static_lmk_bary_coords"))
         mp_keys = ("lmk_face_idx", "lmk_b_coords", "landmark_indices")
         emp = _load_npz(root / EMBEDDING_MP, mp_keys)
+        cal68_path = weights_dir(weights) / EMBEDDING_68_CALIBRATED
+        if calibrated and cal68_path.is_file():
+            cal68 = _load_npz(cal68_path, ("full_lmk_faces_idx", "full_lmk_bary_coords"))
+            e68.update(cal68)
         cal_path = weights_dir(weights) / EMBEDDING_MP_CALIBRATED
         if calibrated and cal_path.is_file():
             cal = _load_npz(cal_path, mp_keys)
@@ -117,13 +132,16 @@ class LandmarkEmbedding:
                 raise ModelFileError(f"{cal_path} lists other MediaPipe points than the assets; "
                                      "run setup-weights again.")
             emp = cal
-        face_ids = [e68["static_lmk_faces_idx"], e68["dynamic_lmk_faces_idx"],
+        e68["full_lmk_faces_idx"] = e68["full_lmk_faces_idx"].reshape(-1).astype(np.int64)
+        e68["full_lmk_bary_coords"] = e68["full_lmk_bary_coords"].reshape(-1, 3)
+        face_ids = [e68["static_lmk_faces_idx"], e68["dynamic_lmk_faces_idx"], e68["full_lmk_faces_idx"],
                     emp["lmk_face_idx"], e70["static_lmk_faces_idx"][51:53]]
         if any(ids.size == 0 or ids.max() >= len(faces) for ids in face_ids):
             raise ModelFileError(f"Landmark embeddings in {root / 'landmarks'} refer to triangles "
                                  f"beyond the model's {len(faces)}.")
         shapes_ok = (e68["static_lmk_faces_idx"].shape == (51,)
                      and e68["dynamic_lmk_faces_idx"].shape == (2 * MAX_YAW_BIN + 1, 17)
+                     and e68["full_lmk_faces_idx"].shape == (68,)
                      and emp["landmark_indices"].shape == (105,)
                      and e70["static_lmk_faces_idx"].shape == (53,))
         if not shapes_ok:
@@ -135,7 +153,8 @@ class LandmarkEmbedding:
             faces[e68["dynamic_lmk_faces_idx"]], e68["dynamic_lmk_bary_coords"],
             faces[emp["lmk_face_idx"].astype(np.int64)], emp["lmk_b_coords"],
             emp["landmark_indices"],
-            faces[e70["static_lmk_faces_idx"][pupil]], e70["static_lmk_bary_coords"][pupil])
+            faces[e70["static_lmk_faces_idx"][pupil]], e70["static_lmk_bary_coords"][pupil],
+            faces[e68["full_lmk_faces_idx"]], e68["full_lmk_bary_coords"])
 
     # -------------------------------------------------------------------- evaluation
     def _get(self, key: str, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -177,6 +196,17 @@ class LandmarkEmbedding:
         s_ids, s_w = self._get("static", vertices)
         return torch.cat([contour, self._interp(vertices, s_ids, s_w)], dim=1)
 
+    def fixed68(self, vertices: torch.Tensor) -> torch.Tensor:
+        """The 68 iBUG landmarks fixed on the surface (AFLW2000-3D's definition, the large-pose
+        network's targets and result.json's ``landmarks_68``).
+
+        Args:
+            vertices: (B, V, 3).
+        Returns:
+            (B, 68, 3).
+        """
+        return self._interp(vertices, *self._get("fixed", vertices))
+
     def mp105(self, vertices: torch.Tensor) -> torch.Tensor:
         """The 105 MediaPipe points listed in ``mp105_indices``.
 
@@ -216,4 +246,5 @@ class LandmarkEmbedding:
             raise ValueError("vertex_ids must contain every vertex the landmarks use")
         w = {k: v.numpy() for k, v in self._w.items()}
         return LandmarkEmbedding(new["static"], w["static"], new["contour"], w["contour"],
-                                 new["mp"], w["mp"], self.mp105_indices, new["pupil"], w["pupil"])
+                                 new["mp"], w["mp"], self.mp105_indices, new["pupil"], w["pupil"],
+                                 new["fixed"], w["fixed"])
