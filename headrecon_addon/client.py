@@ -19,6 +19,7 @@ import atexit
 import json
 import os
 import queue
+import re
 import shlex
 import shutil
 import subprocess
@@ -88,6 +89,45 @@ class BackendError(Exception):
     """The backend cannot be started or reached; the message is one sentence for the user."""
 
 
+# What a server may name: its own job ids (16 hex digits, ``secrets.token_hex(8)``) and plain
+# bundle file names. Anything else is refused before a local path is built from it.
+JOB_ID_RE = re.compile(r"[0-9a-f]{16}")
+FILE_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+MAX_FILES = 64
+MAX_FILE_BYTES = 512 << 20
+MAX_BUNDLE_BYTES = 1 << 30
+MAX_STATUS_BYTES = 8 << 20
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def checked_job_id(value: Any) -> str:
+    """The server's job id when it has the server's format; else BackendError."""
+    if not isinstance(value, str) or not JOB_ID_RE.fullmatch(value):
+        raise BackendError("The backend sent an invalid job id; the result was not saved.")
+    return value
+
+
+def contained_path(folder: Path, name: str) -> Path:
+    """``folder / name`` after checking ``name`` is a plain bundle file name that stays inside
+    ``folder`` once resolved (no separators, no dot files, no links out)."""
+    if not isinstance(name, str) or not FILE_NAME_RE.fullmatch(name) or ".." in name:
+        raise BackendError(f"The backend sent an invalid file name ({str(name)[:40]!r}); the "
+                           "result was not saved.")
+    path = (folder / name).resolve()
+    if path.parent != folder.resolve():
+        raise BackendError(f"The backend's file {name} would land outside {folder}; refused.")
+    return path
+
+
+def cleartext_warning(url: str) -> str | None:
+    """A warning when the bearer token would travel unencrypted to another machine."""
+    parsed = urllib.parse.urlsplit(url.strip())
+    if parsed.scheme == "http" and (parsed.hostname or "") not in LOOPBACK_HOSTS:
+        return (f"The token travels in clear text over http:// to {parsed.hostname}; use an SSH "
+                "tunnel (ssh -L 8765:localhost:8765 host) or an HTTPS proxy (docs/SERVICE.md).")
+    return None
+
+
 _LIVE: "weakref.WeakSet[Backend]" = weakref.WeakSet()
 
 
@@ -105,6 +145,7 @@ class Backend:
         self.config = config
         self.status = "stopped"
         self.message = ""
+        self.warning: str | None = None  # e.g. the token travels in clear text
         self.device: str | None = None
         self.model: str | None = None
         self.job: ClientJob | None = None
@@ -457,7 +498,10 @@ class LocalBackend(Backend):
         job = self.job
         if job is None or event.get("job") != job.id:
             return event
-        target = job.dest / str(event["job"])
+        try:
+            target = job.dest / checked_job_id(event["job"])
+        except BackendError as exc:
+            return {"type": "error", "job": event.get("job"), "code": "internal", "message": str(exc)}
         try:
             job.dest.mkdir(parents=True, exist_ok=True)
             shutil.copytree(event["bundle_dir"], target, dirs_exist_ok=True)
@@ -481,6 +525,7 @@ class RemoteBackend(Backend):
         if not url.startswith(("http://", "https://")):
             self.status, self.message = "error", "The remote URL must start with http:// or https://."
             raise BackendError(self.message)
+        self.warning = cleartext_warning(url)
         self._events = queue.Queue()
         self.job = None
         self._alive = threading.Event()
@@ -503,14 +548,18 @@ class RemoteBackend(Backend):
         self._alive.clear()
 
     def _request(self, method: str, path: str, data: bytes | None = None,
-                 timeout: float = HTTP_TIMEOUT_S) -> bytes:
+                 timeout: float = HTTP_TIMEOUT_S, max_bytes: int = MAX_STATUS_BYTES) -> bytes:
         url = self.config.remote_url.strip().rstrip("/") + path
         req = urllib.request.Request(url, data=data, method=method, headers={
             "Authorization": f"Bearer {self.config.token}",
             "Content-Type": "application/octet-stream"})
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
-                return resp.read()
+                body = resp.read(max_bytes + 1)
+                if len(body) > max_bytes:
+                    raise _RemoteError("internal", f"The backend's answer to {path.split('?')[0]} is "
+                                                   f"larger than {max_bytes >> 20} MiB; refused.")
+                return body
         except urllib.error.HTTPError as exc:
             try:
                 body = json.loads(exc.read())
@@ -559,7 +608,10 @@ class RemoteBackend(Backend):
             query = urllib.parse.urlencode({"options": json.dumps(options),
                                             "name": Path(job.photo).name})
             accepted = json.loads(self._request("POST", f"/v1/jobs?{query}", data))
-            job_id = accepted["job"]
+            try:
+                job_id = checked_job_id(accepted["job"])
+            except BackendError as exc:
+                raise _RemoteError("internal", str(exc)) from None
             events.put({"type": "accepted", "id": job.request_id, "job": job_id})
             since = 0
             while alive.is_set():
@@ -580,13 +632,26 @@ class RemoteBackend(Backend):
                               "message": f"Bad answer from the remote backend ({type(exc).__name__})."})
 
     def _download(self, job: ClientJob, event: dict[str, Any]) -> dict[str, Any]:
-        job_id = str(event["job"])
-        target = job.dest / job_id
+        try:
+            job_id = checked_job_id(event.get("job"))
+            names = event.get("files", [])
+            if not isinstance(names, list) or len(names) > MAX_FILES:
+                raise BackendError("The backend sent an invalid file list; the result was not saved.")
+            target = job.dest / job_id
+            paths = [contained_path(target, name) for name in names]
+        except BackendError as exc:
+            return {"type": "error", "job": event.get("job"), "code": "internal", "message": str(exc)}
         target.mkdir(parents=True, exist_ok=True)
-        for name in event.get("files", []):
-            if not isinstance(name, str) or Path(name).name != name or name.startswith("."):
-                continue
-            (target / name).write_bytes(self._request("GET", f"/v1/jobs/{job_id}/files/{name}"))
+        total = 0
+        for name, path in zip(names, paths):
+            data = self._request("GET", f"/v1/jobs/{job_id}/files/{name}", max_bytes=MAX_FILE_BYTES)
+            total += len(data)
+            if total > MAX_BUNDLE_BYTES:
+                shutil.rmtree(target, ignore_errors=True)
+                return {"type": "error", "job": job_id, "code": "internal",
+                        "message": f"The backend's result is larger than {MAX_BUNDLE_BYTES >> 20} MiB; "
+                                   "not saved."}
+            path.write_bytes(data)
         try:
             self._request("DELETE", f"/v1/jobs/{job_id}")
         except _RemoteError:

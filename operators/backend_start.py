@@ -71,6 +71,8 @@ class HEADRECON_OT_backend_start(bpy.types.Operator):
             self.report({'ERROR'}, str(exc))
             redraw_sidebars()
             return {'CANCELLED'}
+        if getattr(backend, "warning", None):
+            self.report({'WARNING'}, backend.warning)
         self.report({'INFO'}, f"HeadRecon backend: {backend.status_text}")
         redraw_sidebars()
         return {'FINISHED'}
