@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import zipfile
 from dataclasses import dataclass, field
@@ -27,6 +28,9 @@ REQUIRED_ARRAYS: tuple[str, ...] = (
     "pose_deltas", "joints", "parents", "joint_names", "weights", "pose", "translation",
 )
 WEIGHT_SUM_TOL = 1e-3
+
+
+MAX_RESULT_BYTES = 16 << 20
 
 
 class BundleError(Exception):
@@ -93,13 +97,18 @@ def _read_result(folder: Path) -> dict[str, Any]:
     if not path.is_file():
         raise BundleError(f"{folder} is not a HeadRecon bundle: it has no result.json.")
     try:
+        if path.stat().st_size > MAX_RESULT_BYTES:
+            raise BundleError(f"{path} is larger than {MAX_RESULT_BYTES >> 20} MiB; not a bundle's "
+                              "result.json.")
         result = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{path} cannot be read as JSON ({exc}).") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # ValueError: also 5000-digit ints
+        raise BundleError(f"{path} cannot be read as JSON ({str(exc)[:200]}).") from None
+    except RecursionError:
+        raise BundleError(f"{path} is nested too deeply to be a bundle's result.json.") from None
     if not isinstance(result, dict):
         raise BundleError(f"{path} does not hold a JSON object.")
     version = result.get("format_version")
-    if version != FORMAT_VERSION:
+    if type(version) is not int or version != FORMAT_VERSION:  # true == 1 is no version
         raise BundleError(f"{path} has format_version {version!r}; this add-on reads version "
                           f"{FORMAT_VERSION} (update the add-on or the backend).")
     if not isinstance(result.get("files"), dict):
@@ -120,11 +129,30 @@ def _bundle_file(folder: Path, files: dict[str, Any], role: str) -> Path | None:
     return path
 
 
+def _check_npz_headers(path: Path) -> None:
+    """Refuse members whose header claims more data than the member holds (a header can say
+    any shape; numpy would allocate it before finding the data short)."""
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            with zf.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                shape, _, dtype = np.lib.format._read_array_header(member, version)
+                n = 1
+                for dim in shape:
+                    n *= int(dim)
+                if n * max(dtype.itemsize, 1) > info.file_size:
+                    raise ValueError(f"member {info.filename} claims shape {shape} but holds "
+                                     f"{info.file_size} bytes")
+
+
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
     try:
+        _check_npz_headers(path)
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, MemoryError, OverflowError) as exc:
         raise BundleError(f"{path} cannot be read as an .npz file ({exc}).") from None
 
 
@@ -149,6 +177,8 @@ def _check(arrays: dict[str, np.ndarray], key: str, shape: tuple[int | str, ...]
         if not np.isfinite(a).all():
             raise BundleError(f"rig.npz {key} contains NaN or infinite values.")
     elif kind == "i":
+        if a.size and (int(a.min()) < -2**31 or int(a.max()) >= 2**31):
+            raise BundleError(f"rig.npz {key} holds integers beyond the 32-bit range.")
         a = np.ascontiguousarray(a, dtype=np.int32)
     return a
 
@@ -215,8 +245,11 @@ def _displacement_params(result: dict[str, Any]) -> tuple[float, float]:
     """(midlevel, strength) of ``detail.displacement.blender_displace`` in result.json."""
     try:
         params = result["detail"]["displacement"]["blender_displace"]
-        return float(params["midlevel"]), float(params["strength"])
-    except (KeyError, TypeError, ValueError):
+        midlevel, strength = float(params["midlevel"]), float(params["strength"])
+        if not (math.isfinite(midlevel) and math.isfinite(strength)):
+            raise ValueError
+        return midlevel, strength
+    except (KeyError, TypeError, ValueError, OverflowError):
         raise BundleError("result.json lists a displacement image but no numeric "
                           "detail.displacement.blender_displace midlevel and strength.") from None
 

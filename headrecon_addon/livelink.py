@@ -102,6 +102,8 @@ def parse_timecode(text: str, fps: float) -> float:
     m = _TIMECODE_RE.match(text)
     if m is None:
         raise LiveLinkError(f"{text!r} is not a timecode (HH:MM:SS:FF.fff).")
+    if len(m.group(1)) > 4 or len(m.group(4)) > 6 or len(m.group(5) or "") > 9:
+        raise LiveLinkError(f"Timecode {text[:40]!r} is out of range.")
     h, mi, s, ff = (int(g) for g in m.groups()[:4])
     sub = float("0." + m.group(5)) if m.group(5) else 0.0
     if mi >= 60 or s >= 60 or ff >= math.ceil(fps):
@@ -143,9 +145,13 @@ def parse_csv(text: str, fps: float, source: str = "the CSV") -> LiveLinkTake:
         LiveLinkError: no header / no Timecode column / no known column, a short row, a bad
             number or timecode, or timecodes that go backwards.
     """
-    if fps <= 0:
-        raise LiveLinkError(f"The frame rate must be positive, not {fps:g}.")
-    rows = [r for r in csv.reader(io.StringIO(text.lstrip("\ufeff"))) if any(c.strip() for c in r)]
+    if not math.isfinite(fps) or fps <= 0 or fps > 1000:
+        raise LiveLinkError(f"The frame rate must be a positive number up to 1000, not {fps:g}.")
+    text = text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n")  # CR-only files too
+    try:
+        rows = [r for r in csv.reader(io.StringIO(text)) if any(c.strip() for c in r)]
+    except csv.Error as exc:  # e.g. a field longer than csv.field_size_limit()
+        raise LiveLinkError(f"{source} is not a readable CSV ({exc}).") from None
     if not rows:
         raise LiveLinkError(f"{source} is empty.")
     header = [c.strip() for c in rows[0]]
@@ -198,6 +204,11 @@ def format_csv(take: LiveLinkTake, start_frame: int = 0) -> str:
         take: frames at ``take.fps`` (a whole number).
         start_frame: timecode frame of ``frame`` 0.
     """
+    values = [v for fr in take.frames for v in list(fr.weights.values())
+              + [a for r in fr.rotations.values() for a in r]]
+    if not all(math.isfinite(v) for v in values):
+        raise LiveLinkError("The take holds NaN or infinite values, which a Live Link CSV cannot "
+                            "carry.")
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(HEADER)
