@@ -49,7 +49,11 @@ class LoadedImage:
 
 def _open(path: Path) -> Image.Image:
     """Open the file lazily (header only); BadInputError when it is not a usable image file."""
-    if not path.exists():
+    try:
+        found = path.exists()
+    except OSError as exc:  # e.g. a name longer than the filesystem allows
+        raise BadInputError(f"Photo {str(path)[:80]} cannot be opened ({exc.strerror}).") from None
+    if not found:
         raise BadInputError(f"Photo not found: {path}.")
     if not path.is_file():
         raise BadInputError(f"Not a file: {path}.")
