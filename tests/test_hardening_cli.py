@@ -208,3 +208,21 @@ def test_stdio_service_exits_cleanly_on_sigterm(tmp_path: Path, eval_dir: Path) 
     _, err = busy.communicate(timeout=60)
     assert busy.returncode == 0 and b"Fatal Python error" not in err, err[-2000:]
     assert b"Traceback" not in err
+
+
+def test_capture_runs_from_another_folder(tmp_path: Path, eval_dir: Path,
+                                          assets_dir: Path) -> None:
+    """Item 6: the installed ``headrecon capture`` from a foreign working directory (no
+    PYTHONPATH) writes its Live Link CSV; it used to fail after capturing with
+    ``ModuleNotFoundError: headrecon_addon`` (the install lacked the add-on package)."""
+    from backend.files.bundle import write_dev_bundle
+    from headrecon_addon import livelink
+
+    write_dev_bundle(tmp_path / "bundle", seed=1, assets=assets_dir)
+    out_csv = tmp_path / "take.csv"
+    proc = run_cli("capture", str(eval_dir / "photos" / "expression_5.jpg"), "--bundle",
+                   str(tmp_path / "bundle"), "-o", str(out_csv), "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    take = livelink.read_csv(out_csv, 30.0)
+    assert len(take.frames) == 1 and take.frames[0].weights
