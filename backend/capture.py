@@ -2,9 +2,12 @@
 identity, from one photo or from every frame of a video / image sequence.
 
 Each frame goes through MediaPipe (``engine.detector``) and :func:`backend.fit.arkit_fit.fit_arkit`
-with the identity's adapted ARKit shapes (:class:`CaptureModel`). In a sequence the first
-frame (and the first after a frame without a face) is fitted from scratch; every other frame
-starts from the previous frame's head pose and translation and runs fewer iterations.
+with the identity's adapted ARKit shapes precomputed at the landmarks (:class:`CaptureModel`,
+:class:`backend.fit.arkit_fit.ArkitRig`). In a sequence the first frame (and the first after a
+frame without a face) is detected and fitted from scratch; every other frame takes its
+landmarks by MediaPipe tracking from the previous frame's face and starts the fit from the
+previous frame's weights, jaw, eyes, head pose and translation for a few LM iterations.
+Frames are decoded in a background thread; torch runs on one thread during capture.
 Frames where no face is found are marked (``face_found = False``) and filled by linear
 interpolation between their neighbours (held at the ends). Finally the weights, rotations
 and translations are smoothed over time by a zero-phase Gaussian filter (``smoothing`` =
@@ -18,7 +21,9 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Iterable, Iterator, Sized
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -27,14 +32,17 @@ import numpy as np
 import torch
 
 from .errors import BadInputError, Cancelled
-from .fit.arkit_fit import arkit_flame, fit_arkit
+from .fit.arkit_fit import REL_TOL, ArkitRig, arkit_flame, fit_arkit
 from .options import CancelFn, ProgressFn
 from .model.params import FitParams
 
 JOINTS: tuple[str, ...] = ("root", "neck", "jaw", "eye_L", "eye_R")
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 COLD_ITERATIONS = 40  # LM iterations of a frame fitted from scratch (fit_arkit's default)
-WARM_ITERATIONS = 12  # LM iterations of a frame started from the previous one
+WARM_ITERATIONS = 8  # at most, for a frame started from the previous one (every unknown)
+WARM_REL_TOL = 1e-4  # a warm frame stops when an iteration gains less than this fraction
+REFERENCE_WARM_ITERATIONS = 12  # warm frames of ``warm_all=False`` (root/translation start only)
+PREFETCH_FRAMES = 4  # frames decoded ahead by the background thread
 DEFAULT_FPS = 30.0
 DEFAULT_SMOOTHING = 1.0  # Gaussian sigma in frames
 VIDEO_MAX_SIDE = 640  # frames are downscaled to this longer side before fitting
@@ -97,22 +105,27 @@ class CaptureModel:
         full = np.zeros(n_shape, np.float32)
         full[:len(shape)] = shape
         self.shape = torch.from_numpy(full)[None].to(engine.device)
+        self.rig = ArkitRig(self.flame, engine.embedding, self.shape)
 
     def fit(self, rgb: np.ndarray, points: np.ndarray, init: FitParams | None,
-            iterations: int, cancel: CancelFn | None) -> tuple[FrameResult, FitParams]:
+            iterations: int, cancel: CancelFn | None,
+            warm_start: bool = False) -> tuple[FrameResult, FitParams]:
         """Fit one frame whose MediaPipe points are known.
 
         Args:
             rgb: (H, W, 3) uint8 frame (its size sets the default camera).
             points: (478, 3) MediaPipe points in pixels of ``rgb``.
             init: previous frame's params (pose/translation start) or None.
-            iterations: LM iterations.
+            iterations: LM iterations (at most).
+            warm_start: start every unknown (weights, jaw, eyes too) from ``init``.
         Returns:
             (FrameResult with index 0, the fitted FitParams).
         """
         h, w = rgb.shape[:2]
         fit = fit_arkit(self.flame, self.engine.embedding, points, self.shape, self.names,
-                        image_size=(w, h), init=init, iterations=iterations, cancel=cancel)
+                        image_size=(w, h), init=init, iterations=iterations, cancel=cancel,
+                        rig=self.rig, warm_start=warm_start,
+                        rel_tol=WARM_REL_TOL if warm_start else REL_TOL)
         pose = fit.params.pose[0].detach().cpu().numpy().astype(np.float64)
         result = FrameResult(
             index=0, time_s=0.0, face_found=True,
@@ -121,6 +134,22 @@ class CaptureModel:
             translation=fit.params.translation[0].detach().cpu().numpy().astype(float).tolist(),
             rms_px=round(float(fit.rms_px), 4), timings=dict(fit.timings))
         return result, fit.params
+
+
+@contextmanager
+def single_thread() -> Iterator[None]:
+    """Run torch on one intra-op thread inside the block (restored afterwards).
+
+    The capture fit is hundreds of tiny tensor operations; with more threads on a busy CPU
+    the OpenMP hand-offs cost far more than the arithmetic (a fit measured 50x slower with two
+    threads on two loaded cores than with one).
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def capture_photo(engine: Any, identity_shape: np.ndarray | list[float],
@@ -141,8 +170,9 @@ def capture_photo(engine: Any, identity_shape: np.ndarray | list[float],
     rgb = load_image(photo, max_side=max_side).rgb if not isinstance(photo, np.ndarray) \
         else _checked_rgb(photo)
     face, _ = engine.detector.detect_face(rgb)
-    result, _ = CaptureModel(engine, identity_shape).fit(rgb, face.points, None, COLD_ITERATIONS,
-                                                         cancel)
+    with single_thread():
+        result, _ = CaptureModel(engine, identity_shape).fit(rgb, face.points, None,
+                                                             COLD_ITERATIONS, cancel)
     return result
 
 
@@ -286,12 +316,115 @@ def smooth_results(results: list[FrameResult], smoothing: float) -> list[FrameRe
                     translation=trans[i].tolist()) for i, r in enumerate(results)]
 
 
+class _Prefetch:
+    """Decodes frames in a background thread, ``depth`` ahead of the consumer.
+
+    Iterating yields the source's frames in order; an exception of the source is raised in
+    the consumer at that frame. :meth:`close` stops the thread (it may finish one frame).
+    """
+
+    _END = object()
+
+    def __init__(self, frames: Iterator[np.ndarray], depth: int = PREFETCH_FRAMES):
+        import queue
+        import threading
+
+        self._queue: "queue.Queue[Any]" = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._frames = frames
+        self._thread = threading.Thread(target=self._run, name="headrecon-decode", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import queue
+
+        item: Any = self._END
+        try:
+            for frame in self._frames:
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put(frame, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if self._stop.is_set():
+                    return
+        except BaseException as exc:  # handed to the consumer
+            item = exc
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        while True:
+            item = self._queue.get()
+            if item is self._END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def _clock(seconds: float) -> str:
+    """``m:ss`` (or ``h:mm:ss``) of a duration."""
+    s = int(round(max(seconds, 0.0)))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+def progress_text(done: int, total: int | None, elapsed_s: float) -> str:
+    """``frame 42/900, 31.2 frames/s, 0:27 left`` (no time left when the count is unknown).
+
+    Args:
+        done: frames finished; total: frames in the source or None; elapsed_s: wall time so far.
+    """
+    rate = done / elapsed_s if elapsed_s > 0 else 0.0
+    text = f"frame {done}" + (f"/{total}" if total else "") + f", {rate:.1f} frames/s"
+    if total and rate > 0:
+        text += f", {_clock((total - done) / rate)} left"
+    return text
+
+
+@dataclass
+class SequenceTimings:
+    """Mean milliseconds per frame of a :func:`capture_sequence` run.
+
+    Attributes:
+        detect_ms: MediaPipe (tracking from the previous frame, full detection when lost).
+        fit_ms: ARKit/jaw/eye/head fit.
+        total_ms: wall time per frame of the whole loop (decoding waits included).
+        frames: frames processed; tracked: frames whose landmarks came from tracking.
+        stopped: the run was stopped early (``stop``) and holds the frames before.
+    """
+
+    detect_ms: float = 0.0
+    fit_ms: float = 0.0
+    total_ms: float = 0.0
+    frames: int = 0
+    tracked: int = 0
+    stopped: bool = False
+
+
 def capture_sequence(engine: Any, identity_shape: np.ndarray | list[float],
                      frames: str | os.PathLike[str] | Iterable[np.ndarray],
                      fps: float | None = None, smoothing: float = DEFAULT_SMOOTHING,
                      progress: ProgressFn | None = None, cancel: CancelFn | None = None,
-                     max_side: int = VIDEO_MAX_SIDE) -> tuple[list[FrameResult], float]:
+                     max_side: int = VIDEO_MAX_SIDE, stop: CancelFn | None = None,
+                     timings: SequenceTimings | None = None,
+                     track: bool = True, warm_all: bool = True) -> tuple[list[FrameResult], float]:
     """Capture every frame of a video, an image folder or an iterable of RGB arrays.
+
+    Per frame: landmarks by MediaPipe tracking from the previous frame's face
+    (``FaceLandmarker.track_face``; full detection for the first frame and whenever tracking
+    loses the face), then the ARKit fit on the identity's precomputed :class:`ArkitRig`, warm
+    started from the previous frame (every unknown) for at most ``WARM_ITERATIONS``. Frames
+    are decoded ahead in a background thread.
 
     Args:
         engine: warm ``Engine``.
@@ -299,9 +432,17 @@ def capture_sequence(engine: Any, identity_shape: np.ndarray | list[float],
         frames: video path, folder of images, or iterable of (H, W, 3) uint8 RGB arrays.
         fps: frame rate for ``time_s``; None = the video's, else 30.
         smoothing: Gaussian sigma in frames (0 = off).
-        progress: ``progress("capture", fraction, "frame i/N")`` after every frame.
-        cancel: returns True to stop (checked before every frame and inside the fits).
+        progress: ``progress("capture", fraction, "frame i/N, R frames/s, m:ss left")`` after
+            every frame.
+        cancel: returns True to stop and discard (checked before every frame and inside fits).
         max_side: frames are downscaled to this longer side.
+        stop: returns True to stop and keep the frames captured so far (checked before every
+            frame); the result then holds only those frames.
+        timings: filled with mean per-frame times when given.
+        track: False runs full detection on every frame (for comparison).
+        warm_all: False starts only root and translation from the previous frame and runs
+            ``REFERENCE_WARM_ITERATIONS`` (the method before tracking and full warm starts, kept
+            for comparison by benchmarks/bench_capture.py).
     Returns:
         (one FrameResult per frame, the fps used).
     Raises:
@@ -313,27 +454,64 @@ def capture_sequence(engine: Any, identity_shape: np.ndarray | list[float],
     if rate <= 0:
         raise BadInputError(f"The frame rate must be positive, not {rate}.")
     model = CaptureModel(engine, identity_shape)
+    detector = engine.detector
+    can_track = track and hasattr(detector, "track_face")
     results: list[FrameResult] = []
     init: FitParams | None = None
-    for i, rgb in enumerate(source.frames):
-        if cancel is not None and cancel():
-            raise Cancelled("Capture cancelled.")
-        faces = engine.detector.detect_faces(rgb)
-        if faces:
-            iterations = COLD_ITERATIONS if init is None else WARM_ITERATIONS
-            res, init = model.fit(rgb, faces[0].points, init, iterations, cancel)
-            res = replace(res, index=i, time_s=i / rate)
-        else:
-            init = None
-            res = FrameResult(index=i, time_s=i / rate, face_found=False, weights={},
-                              rotations={}, translation=[0.0, 0.0, 0.0])
-        results.append(res)
-        if progress is not None:
-            total = source.count or 0
-            frac = min((i + 1) / total, 1.0) if total else 0.0
-            progress("capture", round(frac, 4), f"frame {i + 1}" + (f"/{total}" if total else ""))
+    face: Any = None
+    t_detect = t_fit = 0.0
+    n_tracked = 0
+    stopped = False
+    frames_in = _Prefetch(source.frames)
+    t_start = time.perf_counter()
+    threads = single_thread()
+    threads.__enter__()
+    try:
+        for i, rgb in enumerate(frames_in):
+            if cancel is not None and cancel():
+                raise Cancelled("Capture cancelled.")
+            if stop is not None and stop():
+                stopped = True
+                break
+            t0 = time.perf_counter()
+            tracked = detector.track_face(rgb, face) if can_track and face is not None else None
+            if tracked is None:
+                faces = detector.detect_faces(rgb)
+                face = faces[0] if faces else None
+            else:
+                face, n_tracked = tracked, n_tracked + 1
+            t1 = time.perf_counter()
+            if face is not None:
+                warm = init is not None
+                iterations = COLD_ITERATIONS if not warm else (
+                    WARM_ITERATIONS if warm_all else REFERENCE_WARM_ITERATIONS)
+                res, init = model.fit(rgb, face.points, init, iterations, cancel,
+                                      warm_start=warm and warm_all)
+                res = replace(res, index=i, time_s=i / rate)
+            else:
+                init = None
+                res = FrameResult(index=i, time_s=i / rate, face_found=False, weights={},
+                                  rotations={}, translation=[0.0, 0.0, 0.0])
+            t2 = time.perf_counter()
+            t_detect, t_fit = t_detect + t1 - t0, t_fit + t2 - t1
+            res.timings.update(detect=round(t1 - t0, 5), fit=round(t2 - t1, 5))
+            results.append(res)
+            if progress is not None:
+                total = source.count or 0
+                frac = min((i + 1) / total, 1.0) if total else 0.0
+                progress("capture", round(frac, 4),
+                         progress_text(i + 1, total or None, time.perf_counter() - t_start))
+    finally:
+        threads.__exit__(None, None, None)
+        frames_in.close()
+    if timings is not None and results:
+        n = len(results)
+        timings.detect_ms, timings.fit_ms = 1e3 * t_detect / n, 1e3 * t_fit / n
+        timings.total_ms = 1e3 * (time.perf_counter() - t_start) / n
+        timings.frames, timings.tracked, timings.stopped = n, n_tracked, stopped
     if not results:
-        raise BadInputError(f"No frames could be read from {frames}.")
+        raise BadInputError("Capture stopped before the first frame." if stopped
+                            else f"No frames could be read from {frames}.")
     return smooth_results(results, smoothing), rate
 
 

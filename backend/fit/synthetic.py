@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from .landmark_fit import default_camera
-from ..model.flame import FLAME
+from ..model.flame import FLAME, load_eyelid_deltas
 from ..model.params import Camera
 from .render import interpolate, interpolate_face_varying, rasterize, sh_shading, vertex_normals
 from ..model.uv import UVLayout
@@ -109,3 +109,51 @@ def render_synthetic_head(engine: Any, path: str | os.PathLike[str], rng: np.ran
     model = engine.model
     v_neutral = model.v_template + np.einsum("vcs,s->vc", model.shapedirs, params["shape"])
     return {**params, "sh": sh, "translation": translation, "v_neutral": v_neutral.astype(np.float32)}
+
+
+def render_arkit_sequence(engine: Any, arkit: FLAME, weights: np.ndarray, pose: np.ndarray,
+                          size: tuple[int, int] = (384, 384), noise: float = 2.0,
+                          seed: int = 0, shape: np.ndarray | None = None) -> list[np.ndarray]:
+    """Frames of a head driven by known ARKit weights (a synthetic performance).
+
+    The head is ``arkit`` (a FLAME whose expression components are ARKit shapes, e.g.
+    ``CaptureModel(engine, identity).flame``) under a fixed light, in front of a grey
+    background, through :func:`default_camera` of ``size``; every frame gets its own sensor
+    noise, so even a steady head gives slightly different pixels per frame.
+
+    Args:
+        engine: warm ``Engine`` (UV layout, assets' mean texture).
+        arkit: FLAME with A ARKit expression components (no eyelid shapes needed).
+        weights: (N, A) ARKit weights per frame.
+        pose: (N, J, 3) or (J, 3) axis-angle per joint (one pose for every frame).
+        size: (width, height) of the frames.
+        noise: standard deviation of the per-frame Gaussian pixel noise (0..255 scale).
+        seed: noise seed.
+        shape: (S,) identity coefficients, the identity ``arkit``'s deltas were adapted to
+            (default zeros: the mean head).
+    Returns:
+        N frames, (H, W, 3) uint8 RGB.
+    """
+    weights = np.asarray(weights, np.float32)
+    n = len(weights)
+    pose = np.broadcast_to(np.asarray(pose, np.float32), (n, arkit.n_joints, 3))
+    rng = np.random.default_rng(seed)
+    camera = default_camera(*size)
+    dist = 0.24 * camera.focal / (0.55 * size[1])
+    translation = np.array([0.0, 0.02, -dist], np.float32)
+    tex_path = Path(engine.assets) / "uv" / "mean_texture.jpg"
+    albedo = np.asarray(Image.open(tex_path).convert("RGB"), np.float32) / 255.0
+    sh = np.zeros((9, 3), np.float32)
+    sh[0], sh[1], sh[2] = 1.0, 0.15, 0.1
+    bg = np.full((size[1], size[0], 3), 0.45, np.float32)
+    lids = getattr(engine.flame, "eyelid_deltas", None)
+    lids = load_eyelid_deltas(engine.assets) if lids is None else lids.cpu().numpy()
+    lit = FLAME(arkit.data, eyelid_deltas=lids).to(arkit.v_template.device)  # lids stay open
+    frames = []
+    for k in range(n):
+        params = {"shape": np.zeros(lit.n_shape, np.float32) if shape is None else shape,
+                  "expression": weights[k], "pose": pose[k], "eyelids": np.zeros(2, np.float32)}
+        img = render_head(lit, engine.uv, albedo, params, sh, camera, bg, translation)
+        img = img.astype(np.float32) + rng.normal(0.0, noise, img.shape)
+        frames.append(img.clip(0, 255).round().astype(np.uint8))
+    return frames

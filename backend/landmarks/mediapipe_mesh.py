@@ -392,6 +392,42 @@ class FaceLandmarker:
                 kept.append(face)
         return kept
 
+    def track_face(self, rgb: np.ndarray, previous: FaceLandmarks) -> FaceLandmarks | None:
+        """The face of ``previous`` (the last video frame's) in the next frame, without detection.
+
+        As MediaPipe's own tracker: the face-mesh model runs once on the region computed from
+        the previous frame's landmarks (no detectors, no tiles, no second pass), then the
+        verification score is taken on the new landmarks. About a tenth of
+        :meth:`detect_faces`' time on a 480 px frame.
+
+        Args:
+            rgb: (H, W, 3) uint8 RGB frame.
+            previous: the face in the previous frame (points in pixels of an image of the same size).
+        Returns:
+            The face, or None when the mesh model or the verification loses it (then call
+            :meth:`detect_faces`).
+        """
+        if not (isinstance(rgb, np.ndarray) and rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3):
+            raise ValueError(f"track_face expects an (H, W, 3) uint8 RGB array, got "
+                             f"{getattr(rgb, 'shape', None)} {getattr(rgb, 'dtype', type(rgb).__name__)}.")
+        rgb = np.ascontiguousarray(rgb)
+        h, w = rgb.shape[:2]
+        pts = previous.points
+        x0, y0 = pts[:, :2].min(0)
+        x1, y1 = pts[:, :2].max(0)
+        region = _region_from_points(x0, y0, x1, y1, tuple(pts[EYE_CORNERS[0], :2]),
+                                     tuple(pts[EYE_CORNERS[1], :2]))
+        with self._lock:
+            points = self._mesh_in_region(self._image_packet(rgb), region, w, h)
+            if points is None:
+                return None
+            score = self._verify(rgb, points)
+        if score < VERIFY_THRESHOLD:
+            return None
+        x0, y0 = points[:, :2].min(0)
+        x1, y1 = points[:, :2].max(0)
+        return FaceLandmarks(points, (float(x0), float(y0), float(x1), float(y1)), score)
+
     def detect_face(self, rgb: np.ndarray) -> tuple[FaceLandmarks, list[str]]:
         """The largest face in ``rgb`` (H, W, 3) uint8 and warnings (several faces found).
 
