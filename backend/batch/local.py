@@ -131,27 +131,26 @@ def run_local(tasks: list[dict[str, Any]], options: dict[str, Any], workers: int
                 slot = by_conn.get(obj) or by_sentinel.get(obj)
                 if slot is None or slot not in slots:
                     continue
-                if obj is slot.conn:
-                    try:
+                closed = False
+                try:
+                    while slot.conn.poll():  # every answer, also one sent just before exiting
                         msg = slot.conn.recv()
-                    except (EOFError, OSError):
-                        continue  # its sentinel reports the death
-                    if msg[0] == "ready":
-                        slot.ready, slot.label = True, msg[1]
-                    elif msg[0] == "done":
-                        slot.task = None
-                        on_record(msg[1])
-                    elif msg[0] == "fatal":
-                        raise BatchFatal(msg[2], msg[1])
-                else:
+                        if msg[0] == "ready":
+                            slot.ready, slot.label = True, msg[1]
+                        elif msg[0] == "done":
+                            slot.task = None
+                            on_record(msg[1])
+                        elif msg[0] == "fatal":
+                            raise BatchFatal(msg[2], msg[1])
+                except (EOFError, OSError):
+                    closed = True  # the worker's end of the pipe is gone: it exited
+                if closed or not slot.process.is_alive():
                     slot.process.join(timeout=5)
-                    if slot.conn.poll():  # a last answer sent just before it exited
-                        continue
                     retire(slot, f"exit code {slot.process.exitcode}")
             if tick is not None:
                 tick()
     except BaseException:
-        _stop(slots)
+        _stop(slots, on_record)
         raise
     for slot in slots:
         try:
@@ -164,9 +163,10 @@ def run_local(tasks: list[dict[str, Any]], options: dict[str, Any], workers: int
             slot.process.kill()
 
 
-def _stop(slots: list[_Slot]) -> None:
+def _stop(slots: list[_Slot], on_record: Callable[[dict[str, Any]], None]) -> None:
     """Stop every worker: idle ones by message, busy ones by SIGTERM (the photo is cancelled
-    at its next stage check and its temporary folder removed), stragglers killed."""
+    at its next stage check and its temporary folder removed), stragglers killed. A photo
+    that finished meanwhile still gets its manifest line."""
     for slot in slots:
         try:
             if slot.task is None:
@@ -181,5 +181,13 @@ def _stop(slots: list[_Slot]) -> None:
         if slot.process.is_alive():
             slot.process.kill()
             slot.process.join(timeout=5)
+        try:
+            while slot.conn.poll():
+                msg = slot.conn.recv()
+                if msg[0] == "done":
+                    slot.task = None
+                    on_record(msg[1])
+        except (EOFError, OSError):
+            pass
         if slot.task is not None:
             remove_partial_bundle(Path(slot.task["output"]))
