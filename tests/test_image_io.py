@@ -222,3 +222,79 @@ def test_bad_files(eval_dir: Path, tmp_path: Path) -> None:
     _png_header_only(tmp_path / "zero.png", 0, 100)
     with pytest.raises(BadInputError):
         load_image(tmp_path / "zero.png")
+
+
+def _stream_png(path: Path, width: int, height: int, gray16: bool) -> None:
+    """A large PNG written row by row (the test never holds the image): left half dark, right
+    half bright, RGB 8-bit or gray 16-bit. Compresses ~1000:1 like the issue's 600 KB file."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    half = width // 2
+    if gray16:
+        row = b"\x00" + (struct.pack(">H", 10000) * half + struct.pack(">H", 50000) * (width - half))
+    else:
+        row = b"\x00" + bytes([40, 40, 40]) * half + bytes([200, 200, 200]) * (width - half)
+    ihdr = struct.pack(">IIBBBBB", width, height, 16 if gray16 else 8, 0 if gray16 else 2, 0, 0, 0)
+    comp = zlib.compressobj(1)
+    with path.open("wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr))
+        for _ in range(height):
+            data = comp.compress(row)
+            if data:
+                f.write(chunk(b"IDAT", data))
+        f.write(chunk(b"IDAT", comp.flush()) + chunk(b"IEND", b""))
+
+
+_PEAK_SCRIPT = """
+import resource, sys
+from backend.files.photo import load_image
+img = load_image(sys.argv[1], max_side=1024)
+print(img.rgb.shape[0], img.rgb.shape[1], int(img.rgb[:, :200].mean()), int(img.rgb[:, -200:].mean()),
+      resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+
+
+@pytest.mark.parametrize("size,gray16,limit_mib", [
+    ((14000, 14000), False, 1000),  # the issue's 196 MP RGB PNG: 1.6 GB before (full copies)
+    ((10000, 10000), True, 600),    # 16-bit gray: the float64 copy alone was 800 MB
+])
+def test_huge_png_is_decoded_reduced(tmp_path: Path, repo_root: Path, size: tuple[int, int],
+                                     gray16: bool, limit_mib: int) -> None:
+    """Peak memory of a fresh process loading the photo: the decoded file plus small copies
+    (reduced right after decoding, palette/16-bit modes converted per strip, no float64)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "huge.png"
+    _stream_png(path, *size, gray16=gray16)
+    proc = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, str(path)], cwd=repo_root,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    h, w, dark, bright, peak_mib = map(int, proc.stdout.split())
+    assert (h, w) == (1024, 1024)
+    expected = (39, 194) if gray16 else (40, 200)  # 10000/257, 50000/257
+    assert abs(dark - expected[0]) <= 1 and abs(bright - expected[1]) <= 1
+    assert peak_mib < limit_mib, f"peak {peak_mib} MiB"
+
+
+@pytest.mark.parametrize("mode", ["P", "PT", "1", "I;16"])
+def test_reduced_decode_matches_full_conversion(eval_dir: Path, tmp_path: Path, mode: str) -> None:
+    """Modes that cannot be averaged as stored are converted strip by strip before reducing;
+    the result matches converting the whole photo and resizing it."""
+    rgb = np.asarray(Image.open(eval_dir / PHOTO).convert("RGB").resize((2700, 2250)))
+    if mode.startswith("P"):
+        im = Image.fromarray(rgb).quantize(64)
+        if mode == "PT":
+            im.info["transparency"] = 0
+    elif mode == "1":
+        im = Image.fromarray(rgb).convert("L").point(lambda v: 255 * (v > 100)).convert("1")
+    else:
+        gray = np.asarray(Image.fromarray(rgb).convert("L"), np.uint16) * 257
+        im = Image.frombytes("I;16B", gray.shape[::-1], gray.astype(">u2").tobytes())
+    path = tmp_path / "big.png"
+    im.save(path)
+    loaded = load_image(path, max_side=900)
+    ref = load_image(path, max_side=3000).rgb  # not reduced (factor 1): the old path
+    ref = np.asarray(Image.fromarray(ref).resize(loaded.rgb.shape[1::-1], Image.Resampling.LANCZOS))
+    assert loaded.rgb.shape == (750, 900, 3)
+    assert _mean_abs(loaded.rgb, ref) < 4.0

@@ -2,7 +2,9 @@
 
 Handles EXIF orientation (all 8 values), grayscale, palette, transparency (composited on
 grey), 16-bit PNG/TIFF, CMYK/YCbCr/LAB JPEG and TIFF, multi-frame files (first frame) and
-very large photos (JPEG draft decoding, then a high-quality downscale to ``max_side``).
+very large photos (JPEG draft decoding; other formats are box-reduced right after decoding,
+strip by strip where the mode needs converting, so only the decoded file and small copies are
+ever held; then a high-quality downscale to ``max_side``).
 Anything unusable raises BadInputError with one sentence.
 
 Importing this module raises Pillow's decompression-bomb threshold to ``MAX_PIXELS`` so that
@@ -104,14 +106,56 @@ def _orientation(im: Image.Image, notes: list[str]) -> int:
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
-def _to_rgb(im: Image.Image, notes: list[str]) -> Image.Image:
-    """Any Pillow mode -> 8-bit RGB; transparency composited on BACKGROUND."""
+# Modes Image.reduce averages correctly as they are; others are converted first (per strip).
+_REDUCIBLE = {"L", "LA", "La", "RGB", "RGBA", "RGBa", "RGBX", "I", "CMYK", "YCbCr", "LAB", "HSV"}
+_STRIP_PIXELS = 1 << 22  # pixels per converted strip (~16 MB as RGBA)
+
+
+def _reduce_mode(im: Image.Image) -> str:
+    """The mode a reduced copy of ``im`` gets: its own, or one whose values can be averaged."""
+    if im.mode in _REDUCIBLE:
+        return im.mode
+    if im.mode == "1":
+        return "L"
+    if im.mode.startswith("I;16"):
+        return "I"
+    if im.mode == "PA" or (im.mode == "P" and "transparency" in im.info):
+        return "RGBA"
+    return "RGB"  # P without transparency and anything else Pillow converts to RGB
+
+
+def _reduced(im: Image.Image, factor: int) -> Image.Image:
+    """``im`` (loaded) box-averaged by an integer factor, without a full-size converted copy.
+
+    Modes whose values cannot be averaged (palette, bilevel, 16-bit) are converted strip by
+    strip (rows a multiple of ``factor``), so the peak memory is the decoded image plus one
+    strip.
+    """
+    mode = _reduce_mode(im)
+    if mode == im.mode:
+        return im.reduce(factor)
+    w, h = im.size
+    out = Image.new(mode, (-(-w // factor), -(-h // factor)))
+    rows = max(1, _STRIP_PIXELS // (w * factor)) * factor
+    for y in range(0, h, rows):
+        strip = im.crop((0, y, w, min(h, y + rows)))
+        strip.info = dict(im.info)  # palette transparency travels with the strip
+        out.paste(strip.convert(mode).reduce(factor), (0, y // factor))
+    return out
+
+
+def _to_rgb(im: Image.Image, notes: list[str], sixteen_bit: bool = False) -> Image.Image:
+    """Any Pillow mode -> 8-bit RGB; transparency composited on BACKGROUND.
+
+    ``sixteen_bit``: the pixels are 16-bit values even if the mode (after reduction) is I.
+    """
     if im.mode == "F":
         raise BadInputError("Floating-point images are not supported; save the photo as 8- or 16-bit.")
     if im.mode.startswith("I"):  # I;16* (16-bit PNG/TIFF) or I (32-bit integer)
-        # Pillow's own conversion to L clips at 255 instead of rescaling.
-        values = np.asarray(im, dtype=np.float64)
-        divisor = 257.0 if im.mode != "I" or values.max() > 255 else 1.0
+        # Pillow's own conversion to L clips at 255 instead of rescaling. The image is at most
+        # twice max_side here (reduced after decoding), and float32 is enough for 8 bits out.
+        values = np.asarray(im, dtype=np.float32)
+        divisor = 257.0 if sixteen_bit or im.mode != "I" or values.max() > 255 else 1.0
         im = Image.fromarray(np.clip(values / divisor + 0.5, 0, 255).astype(np.uint8), "L")
     if im.mode in ("1", "L", "LA"):
         notes.append("The photo is grayscale; the texture will be grey.")
@@ -156,8 +200,13 @@ def load_image(path: str | os.PathLike[str], max_side: int = 1024) -> LoadedImag
             im.load()
         except (OSError, SyntaxError, ValueError) as exc:
             raise BadInputError(f"The photo {path.name} is truncated or corrupt ({exc}).") from exc
-        upright = im.transpose(_TRANSPOSE[orientation]) if orientation in _TRANSPOSE else im
-        rgb = _to_rgb(upright, notes)
+        sixteen_bit = im.mode.startswith("I;16")
+        if im.mode == "F":
+            raise BadInputError("Floating-point images are not supported; save the photo as 8- or 16-bit.")
+        factor = max(im.size) // max_side  # reduce now: every later copy is small
+        src = _reduced(im, factor) if factor >= 2 else im
+        upright = src.transpose(_TRANSPOSE[orientation]) if orientation in _TRANSPOSE else src
+        rgb = _to_rgb(upright, notes, sixteen_bit)
         if rgb is im:
             rgb = im.copy()
     full_w, full_h = (h, w) if orientation in (5, 6, 7, 8) else (w, h)
