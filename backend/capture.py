@@ -557,8 +557,33 @@ def write_outputs(outputs: list[str], results: list[FrameResult], fps: float,
                 raise BadInputError(str(exc)) from None
 
 
+def progress_bar(fraction: float, width: int = 20) -> str:
+    """``[########------------]`` for a fraction in [0, 1]."""
+    full = int(round(max(0.0, min(1.0, fraction)) * width))
+    return "[" + "#" * full + "-" * (width - full) + "]"
+
+
+def throttled_progress(progress: ProgressFn, interval_s: float = 0.25) -> ProgressFn:
+    """``progress`` with a text bar before the message, called at most every ``interval_s``
+    (the first and the last call, fraction 1, always pass)."""
+    last = [-1e9]
+
+    def report(stage: str, fraction: float, message: str = "") -> None:
+        now = time.perf_counter()
+        if now - last[0] >= interval_s or fraction >= 1.0:
+            last[0] = now
+            progress(stage, fraction, f"{progress_bar(fraction)} {message}".rstrip())
+    return report
+
+
 def capture_main(args: Any, progress: ProgressFn | None = None) -> int:
-    """``headrecon capture INPUT --bundle DIR -o OUT.csv|OUT.json [--fps N] [--smooth S]``."""
+    """``headrecon capture INPUT --bundle DIR -o OUT.csv|OUT.json [--fps N] [--smooth S]
+    [--stop-file PATH]``.
+
+    Progress goes to ``progress`` with a text bar, frames/s and time left (at most 4 lines a
+    second). When the ``--stop-file`` appears the capture stops after the current frame and
+    writes the frames captured so far (JSON ``"stopped": true``), exit code 0.
+    """
     import sys
 
     from .options import ReconstructOptions
@@ -576,11 +601,20 @@ def capture_main(args: Any, progress: ProgressFn | None = None) -> int:
     if source.is_file() and source.suffix.lower() in IMAGE_SUFFIXES:
         results, fps = [capture_photo(engine, identity, source)], float(args.fps or DEFAULT_FPS)
     else:
-        results, fps = capture_sequence(engine, identity, source, fps=args.fps,
-                                        smoothing=args.smooth, progress=progress)
+        stop_file = getattr(args, "stop_file", None)
+        timings = SequenceTimings()
+        results, fps = capture_sequence(
+            engine, identity, source, fps=args.fps, smoothing=args.smooth,
+            progress=None if progress is None else throttled_progress(progress),
+            stop=(lambda: os.path.exists(stop_file)) if stop_file else None, timings=timings)
+        meta["stopped"] = timings.stopped
+        meta["ms_per_frame"] = {"landmarks": round(timings.detect_ms, 2),
+                                "fit": round(timings.fit_ms, 2), "total": round(timings.total_ms, 2)}
     write_outputs(args.output, results, fps, meta)
     missing = sum(not r.face_found for r in results)
-    print(f"headrecon: captured {len(results)} frame(s)" + (f", {missing} without a face "
+    print(f"headrecon: captured {len(results)} frame(s)"
+          + (" (stopped early)" if meta.get("stopped") else "")
+          + (f", {missing} without a face "
           "(interpolated)" if missing else "") + f"; wrote {', '.join(args.output)}",
           file=sys.stderr)
     return 0

@@ -114,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="OUT.csv (Live Link Face) or OUT.json; may be given twice")
     c.add_argument("--fps", type=_number(0, 1000, low_open=True), default=None, help="frame rate (default: the video's, else 30)")
     c.add_argument("--smooth", type=_number(0, 100), default=1.0, help="Gaussian sigma in frames (0: off)")
+    c.add_argument("--stop-file", default=None, help="stop when this file appears and write the "
+                   "frames captured so far")
     c.add_argument("--device", default="auto")
     c.add_argument("--flame", default=None)
     c.add_argument("--assets", default=None)

@@ -66,8 +66,10 @@ class CaptureProcess:
         options = argv[argv.index("--stdio") + 1:]  # --device, --assets, --flame
         self._dir = tempfile.mkdtemp(prefix="headrecon-capture-")
         self.output = os.path.join(self._dir, "capture.json")
-        cmd = base + ["capture", source, "--bundle", bundle, "-o", self.output] + options \
-            + (extra or [])
+        self.stop_file = os.path.join(self._dir, "stop")
+        cmd = base + ["capture", source, "--bundle", bundle, "-o", self.output,
+                      "--stop-file", self.stop_file] + options + (extra or [])
+        self.stopping = False
         self.fraction, self.message = 0.0, "Starting the backend..."
         self._tail: deque[str] = deque(maxlen=40)
         self._proc = subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.DEVNULL,
@@ -84,6 +86,13 @@ class CaptureProcess:
             if m:
                 self.fraction = float(m.group(1)) / 100.0
                 self.message = m.group(2) or "Fitting"
+
+    def stop(self) -> None:
+        """Ask the backend to stop after the current frame and write the frames so far."""
+        self.stopping = True
+        self.message = "Stopping, keeping the frames captured so far..."
+        with open(self.stop_file, "w", encoding="utf-8"):
+            pass
 
     def poll(self) -> int | None:
         """The exit code when the process ended, else None."""
@@ -147,6 +156,7 @@ class CaptureOperatorBase(ModalTaskOperator):
 
     source_prop = "photo"  # operator property; empty: the WindowManager's ``headrecon_capture_<prop>``
     what = "Photo"
+    keep_on_escape = False  # Esc stops the backend and keys the frames captured so far
     step_interval_s = STEP_INTERVAL_S
 
     @classmethod
@@ -191,6 +201,11 @@ class CaptureOperatorBase(ModalTaskOperator):
                 f"HeadRecon capture: {task.message} {task.fraction * 100:.0f}%   (Esc to cancel)")
 
     def on_escape(self, context: bpy.types.Context, task: CaptureProcess) -> set[str] | None:
+        if self.keep_on_escape:
+            if not task.stopping:
+                task.stop()  # the process writes what it has and exits; advance() sees it
+                self.show(context, task)
+                return None
         return {'CANCELLED'}  # end now; finish() terminates the process
 
     def finish(self, context: bpy.types.Context, task: CaptureProcess, cancelled: bool) -> set[str]:
@@ -209,8 +224,9 @@ class CaptureOperatorBase(ModalTaskOperator):
             return {'CANCELLED'}
         n = key_capture(head[0], head[1], doc, self._start_frame)
         context.scene.frame_set(self._start_frame)
+        stopped = " (stopped early: the frames captured so far)" if doc.get("stopped") else ""
         self.report({'INFO'}, f"Keyed {n} frame(s) from {self.what.lower()} {doc.get('input', '')} "
-                              f"at frame {self._start_frame}")
+                              f"at frame {self._start_frame}{stopped}")
         return {'FINISHED'}
 
 

@@ -2,7 +2,8 @@
 the active head. Every frame is fitted by the backend (``python -m backend capture``, see
 :mod:`.capture_photo`), smoothed over time, and keyed from the current frame on: frame ``i``
 of the video at ``current + i`` (one video frame per scene frame: match the scene's frame
-rate to the video's for real-time playback). Progress in the status bar, Esc cancels.
+rate to the video's for real-time playback). Progress (bar, frames/s, time left) in the status
+bar; Esc stops the capture and keys the frames captured so far (a second Esc discards them).
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ from .capture_photo import CaptureOperatorBase
 
 
 class HEADRECON_OT_capture_video(CaptureOperatorBase, bpy.types.Operator):
-    """Capture a video or image folder onto the head: ARKit keys, jaw, eye and head rotations per frame, keyed from the current frame (Esc cancels)"""
+    """Capture a video or image folder onto the head: ARKit keys, jaw, eye and head rotations per frame, keyed from the current frame (Esc stops and keeps the frames so far)"""
 
     bl_idname = "headrecon.capture_video"
     bl_label = "Capture Video"
 
     source_prop = "video"
     what = "Video"
+    keep_on_escape = True
 
     video: bpy.props.StringProperty(  # type: ignore[valid-type]
         name="Video or Folder", subtype='FILE_PATH', options={'SKIP_SAVE'},
