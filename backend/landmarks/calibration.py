@@ -35,7 +35,6 @@ from ..model.assets import DEV_MODEL_RELPATH, assets_dir, weights_dir
 from ..fit.landmark_fit import default_camera
 from ..model.flame import FLAME, FlameModelData, load_eyelid_deltas, load_flame
 from .embedding import EMBEDDING_68, EMBEDDING_68_CALIBRATED, EMBEDDING_MP, EMBEDDING_MP_CALIBRATED
-from .ibug68 import MEDIAPIPE_TO_IBUG68
 from ..model.params import Camera
 from ..model.pinned import sha256_of
 from ..fit.synthetic import random_head_params, random_sh, render_head
@@ -43,6 +42,8 @@ from ..model.uv import UVLayout, load_uv_layout
 
 CALIBRATED_NAME = EMBEDDING_MP_CALIBRATED
 FIXED68_CALIBRATED_NAME = EMBEDDING_68_CALIBRATED
+FIXED68_HEADS = 60
+FIXED68_ALGORITHM_VERSION = 2  # 2: wide poses, crop from the true points
 ASSETS_EMBEDDING = EMBEDDING_MP
 MEAN_TEXTURE = "uv/mean_texture.jpg"
 ALGORITHM_VERSION = 1
@@ -79,58 +80,90 @@ class Parts:
 
 @dataclass
 class CalibrationRender:
-    """One rendered head with MediaPipe's detections.
+    """One rendered head with a detector's points.
 
     Args:
         vertices: (V, 3) float64 view-frame vertices of the rendered head.
-        points: (478, 2) float64 detected MediaPipe points in pixels.
+        points: (N, 2) float64 detected points in pixels (MediaPipe's 478, or the network's 68).
         camera: the render's camera.
-        network68: (68, 2) float64 the large-pose network's points, when it ran.
     """
 
     vertices: np.ndarray
     points: np.ndarray
     camera: Camera
-    network68: np.ndarray | None = None
 
 
-def render_calibration_set(parts: HeadParts, n_heads: int, seed: int,
-                           size: int = IMAGE_SIZE, network: Any = None) -> list[CalibrationRender]:
-    """Render ``n_heads`` random heads and detect MediaPipe's points on each (and the large-pose
-    network's 68 when ``network``, a ``tddfa.TDDFA``, is given; cropped from MediaPipe's points).
+class _HeadRenderer:
+    """Random dev-model heads (identity, expression, jaw, pose, SH light, background) rendered
+    through the fitter's default camera, drawn from one random generator."""
 
-    Heads where MediaPipe finds no face are skipped (so the list may be shorter).
-    """
-    from .mediapipe_mesh import get_landmarker
+    def __init__(self, parts: HeadParts, seed: int, size: int):
+        self.parts, self.size = parts, size
+        self.rng = np.random.default_rng(seed)
+        self.camera = default_camera(size, size)
+        self.albedo = np.asarray(Image.open(Path(parts.assets) / MEAN_TEXTURE).convert("RGB"),
+                                 np.float32) / 255.0
 
-    detector = get_landmarker()
-    flame = parts.flame
-    rng = np.random.default_rng(seed)
-    camera = default_camera(size, size)
-    albedo = np.asarray(Image.open(Path(parts.assets) / MEAN_TEXTURE).convert("RGB"), np.float32) / 255.0
-    dev = next(flame.buffers()).device
-    renders: list[CalibrationRender] = []
-    for _ in range(n_heads):
+    def render(self, wide_pose: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """One head: (image (size, size, 3) uint8, view-frame vertices (V, 3) float64).
+
+        ``wide_pose`` turns the head up to +-63 degrees of yaw and +-17 of pitch (beyond what
+        MediaPipe detects; for detectors that get their crop from the true points)."""
+        flame, rng, size, camera = self.parts.flame, self.rng, self.size, self.camera
         params = random_head_params(flame.n_shape, flame.n_expr, flame.n_joints, rng)
+        if wide_pose:
+            params["pose"][0, :2] = [rng.uniform(-0.3, 0.3), rng.uniform(-1.1, 1.1)]
         sh = random_sh(rng)
         dist = 0.24 * camera.focal / (0.5 * size) * rng.uniform(0.85, 1.15)
         translation = np.array([rng.uniform(-0.01, 0.01), rng.uniform(-0.01, 0.01) + 0.02, -dist],
                                np.float32)
         bg = np.full((size, size, 3), rng.uniform(0.2, 0.7, 3), np.float32)
         bg += rng.normal(0.0, 0.02, bg.shape).astype(np.float32)
-        img = render_head(flame, parts.uv, albedo, params, sh, camera, bg.clip(0, 1), translation)
-        faces = detector.detect_faces(img)
-        if not faces:
-            continue
+        img = render_head(flame, self.parts.uv, self.albedo, params, sh, camera, bg.clip(0, 1),
+                          translation)
+        dev = next(flame.buffers()).device
         t = lambda a: torch.as_tensor(np.asarray(a, np.float32), device=dev)[None]  # noqa: E731
         with torch.no_grad():
             verts = flame(t(params["shape"]), t(params["expression"]), t(params["pose"]),
                           t(translation), eyelids=t(params["eyelids"])).vertices[0]
-        points = np.asarray(faces[0].points[:, :2], np.float64)
-        net68 = None
-        if network is not None:
-            net68 = network.predict(img, points[list(MEDIAPIPE_TO_IBUG68)]).landmarks
-        renders.append(CalibrationRender(verts.cpu().double().numpy(), points, camera, net68))
+        return img, verts.cpu().double().numpy()
+
+
+def render_calibration_set(parts: HeadParts, n_heads: int, seed: int,
+                           size: int = IMAGE_SIZE) -> list[CalibrationRender]:
+    """Render ``n_heads`` random heads and detect MediaPipe's points on each.
+
+    Heads where MediaPipe finds no face are skipped (so the list may be shorter).
+    """
+    from .mediapipe_mesh import get_landmarker
+
+    detector = get_landmarker()
+    heads = _HeadRenderer(parts, seed, size)
+    renders: list[CalibrationRender] = []
+    for _ in range(n_heads):
+        img, verts = heads.render()
+        faces = detector.detect_faces(img)
+        if faces:
+            renders.append(CalibrationRender(verts, np.asarray(faces[0].points[:, :2], np.float64),
+                                             heads.camera))
+    return renders
+
+
+def render_network_set(parts: HeadParts, network: Any, n_heads: int, seed: int,
+                       face_idx: np.ndarray, bary: np.ndarray,
+                       size: int = IMAGE_SIZE) -> list[CalibrationRender]:
+    """Render ``n_heads`` heads in wide poses and run the large-pose network on each, cropped
+    around the true projections of the 68 embedded points (``face_idx`` (68,), ``bary`` (68, 3)).
+    """
+    faces = np.asarray(parts.model.faces, np.int64)
+    heads = _HeadRenderer(parts, seed, size)
+    renders: list[CalibrationRender] = []
+    for _ in range(n_heads):
+        img, verts = heads.render(wide_pose=True)
+        truth = np.einsum("nkc,nk->nc", verts[faces[face_idx]], bary)
+        crop_points = _project(truth[:, None], [heads.camera])[:, 0]
+        renders.append(CalibrationRender(verts, network.predict(img, crop_points).landmarks,
+                                         heads.camera))
     return renders
 
 
@@ -277,7 +310,9 @@ def calibrate_fixed68_embedding(parts: HeadParts, network: Any, n_heads: int = S
     model (AFLW2000-3D's definition); FLAME's static 68-point embedding puts some of them
     elsewhere (brows, lips). Searching, per point, the FLAME surface point whose projection
     best matches the network's detections on synthetic dev-model renders carries that
-    definition over to FLAME without any evaluation image.
+    definition over to FLAME without any evaluation image. The renders turn the head up to +-63
+    degrees of yaw (the network's crop comes from the true points, no MediaPipe needed), so the
+    far-side jaw points are seen where the network places them at large yaw too.
 
     Args:
         parts: FLAME, its data, the UV layout, the assets folder.
@@ -291,10 +326,7 @@ def calibrate_fixed68_embedding(parts: HeadParts, network: Any, n_heads: int = S
     with np.load(root / EMBEDDING_68) as data:
         face_idx = data["full_lmk_faces_idx"].reshape(-1).astype(np.int64)
         bary = data["full_lmk_bary_coords"].reshape(-1, 3).astype(np.float64)
-    renders = [CalibrationRender(r.vertices, r.network68, r.camera)
-               for r in render_calibration_set(parts, n_heads, seed, size, network=network)]
-    if len(renders) < 3:
-        raise RuntimeError(f"MediaPipe found a face in only {len(renders)} of {n_heads} renders.")
+    renders = render_network_set(parts, network, n_heads, seed, face_idx, bary, size)
     faces = np.asarray(parts.model.faces, np.int64)
     with np.load(root / "masks" / "flame_vertex_masks.npz") as masks:
         eyeballs = np.concatenate([masks["left_eyeball"], masks["right_eyeball"]]).astype(np.int64)
@@ -369,14 +401,14 @@ def ensure_calibrated_fixed68(assets: str | os.PathLike[str] | None = None,
         print(f"setup-weights: no calibrated 68-point embedding ({' '.join(warnings)})")
         return None
     files = {rel: sha256_of(root / rel) for rel in (EMBEDDING_68, DEV_MODEL_RELPATH, MEAN_TEXTURE)}
-    wanted = {"algorithm_version": ALGORITHM_VERSION, "n_heads": SETUP_HEADS, "seed": SETUP_SEED,
-              "image_size": IMAGE_SIZE, "inputs": files,
+    wanted = {"algorithm_version": FIXED68_ALGORITHM_VERSION, "n_heads": FIXED68_HEADS,
+              "seed": SETUP_SEED, "image_size": IMAGE_SIZE, "inputs": files,
               "network": {p.name: p.sha256 for p in TDDFA_FILES[:2]}}
     if _stored_provenance(out, wanted):
         print(f"setup-weights: {out} is up to date")
         return out
     start = time.perf_counter()
-    result = calibrate_fixed68_embedding(Parts.from_assets(root), network, SETUP_HEADS, SETUP_SEED)
+    result = calibrate_fixed68_embedding(Parts.from_assets(root), network, FIXED68_HEADS, SETUP_SEED)
     before = float(result["error_before_px"].mean())
     after = float(result["error_after_px"].mean())
     provenance = dict(wanted, n_renders=int(result["n_renders"]), mean_error_before_px=before,
