@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from . import __version__
 from .model.assets import assets_dir, flame_model_path
@@ -23,6 +24,10 @@ from .errors import Cancelled, HeadReconError
 from .files.output import check_output_dir, make_staging_dir, replace_dir
 from .landmarks.ibug68 import MEDIAPIPE_TO_IBUG68
 from .options import CancelFn, ProgressFn, ReconstructOptions
+
+FULL_SEARCH_SIDE = 4096  # long side of the photo searched again when the fit-sized copy shows no face
+SEARCH_TILE = 1024  # tile side of that search (faces up to half a tile lie wholly in one)
+OVERLAY_MAX_SIDE = 2048  # overlay.png of a photo fitted larger than this is drawn on a reduced copy
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +180,7 @@ class Engine:
         prog.end()
 
         prog.begin("landmarks")
-        face, w = self.detector.detect_face(img.rgb)
+        img, face, w = self._find_face(photo, img)
         warnings += w
         prog.end()
 
@@ -249,7 +254,11 @@ class Engine:
         from .files.bundle import write_result_bundle
         from .appearance.overlay import draw_overlay
 
-        overlay = draw_overlay(img.rgb, verts_view.cpu().numpy(), self.model.faces, cam, lmk68_px)
+        overlay_rgb = img.rgb  # a photo fitted above 2048 px (small face) is drawn on a copy
+        if max(overlay_rgb.shape[:2]) > OVERLAY_MAX_SIDE:
+            factor = -(-max(overlay_rgb.shape[:2]) // OVERLAY_MAX_SIDE)  # ceil
+            overlay_rgb = np.asarray(Image.fromarray(overlay_rgb).reduce(factor))
+        overlay = draw_overlay(overlay_rgb, verts_view.cpu().numpy(), self.model.faces, cam, lmk68_px)
         scale = img.scale
         from .appearance.texture import face_seen_fraction
 
@@ -296,6 +305,41 @@ class Engine:
         (out / "result.json").write_text(json.dumps(result, indent=1))
         return result
 
+
+    def _find_face(self, photo: Path, img: Any) -> tuple[Any, Any, list[str]]:
+        """The largest face and the image the fit works on (issue 12 item 12).
+
+        First the downscaled photo ``img``; when it shows no face and the photo was reduced,
+        the photo again at up to FULL_SEARCH_SIDE pixels, searched tile by tile (a 100 px face
+        in a 4000 px photo is 25 px in the 1024 px copy, below the detectors' reach). A face
+        found there is fitted on that larger image, so it keeps its pixels.
+
+        Returns:
+            (LoadedImage the later stages use, FaceLandmarks in its pixels, warnings).
+        Raises:
+            BadInputError: no face at either resolution.
+        """
+        from .errors import BadInputError
+        from .files.photo import load_image
+
+        try:
+            face, notes = self.detector.detect_face(img.rgb)
+            return img, face, notes
+        except BadInputError:
+            if img.scale >= 1.0:
+                raise
+        full = load_image(photo, max_side=FULL_SEARCH_SIDE)
+        if full.scale <= img.scale:
+            raise BadInputError("No face found in the photo.")
+        faces = self.detector.detect_faces_tiled(full.rgb, tile=SEARCH_TILE)
+        if not faces:
+            raise BadInputError(f"No face found in the photo, also searched at "
+                                f"{full.rgb.shape[1]}x{full.rgb.shape[0]} pixels.")
+        notes = [f"The face is small in the photo ({faces[0].size / full.scale:.0f} px); it was "
+                 f"found and fitted at {full.rgb.shape[1]}x{full.rgb.shape[0]} pixels."]
+        if len(faces) > 1:
+            notes.append(f"{len(faces)} faces found; using the largest.")
+        return full, faces[0], notes
 
     def _arkit_for(self, params) -> tuple[list[str], np.ndarray] | None:
         """ARKit shapes adapted to the fitted identity, or None without the setup file."""

@@ -191,7 +191,6 @@ def load_image(path: str | os.PathLike[str], max_side: int = 1024) -> LoadedImag
         if frames > 1:
             notes.append(f"The file holds {frames} frames; using the first.")
         w, h = im.size
-        orientation = _orientation(im, notes)
         if im.format == "JPEG" and max(w, h) > max_side:
             # Decode at 1/2, 1/4 or 1/8 scale directly, never below the final size.
             k = max_side / max(w, h)
@@ -200,6 +199,9 @@ def load_image(path: str | os.PathLike[str], max_side: int = 1024) -> LoadedImag
             im.load()
         except (OSError, SyntaxError, ValueError) as exc:
             raise BadInputError(f"The photo {path.name} is truncated or corrupt ({exc}).") from exc
+        # After the pixels: a PNG's EXIF may follow its image data, and reading it first would
+        # decode (and swallow the error of) corrupt image data.
+        orientation = _orientation(im, notes)
         sixteen_bit = im.mode.startswith("I;16")
         if im.mode == "F":
             raise BadInputError("Floating-point images are not supported; save the photo as 8- or 16-bit.")
