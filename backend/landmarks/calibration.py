@@ -363,26 +363,11 @@ def ensure_calibrated_embedding(assets: str | os.PathLike[str] | None = None,
     if _stored_provenance(out, wanted):
         print(f"setup-weights: {out} is up to date")
         return out
-    start = time.perf_counter()
-    result = calibrate_mediapipe_embedding(Parts.from_assets(root), SETUP_HEADS, SETUP_SEED)
-    before = float(result["error_before_px"].mean())
-    after = float(result["error_after_px"].mean())
-    provenance = dict(wanted, n_renders=int(result["n_renders"]), mean_error_before_px=before,
-                      mean_error_after_px=after, seconds=time.perf_counter() - start,
-                      source="assets MediaPipe embedding (metrical-tracker) re-fitted by "
-                             "backend/landmarks/calibration.py")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp.npz")
-    np.savez(tmp, **{k: result[k] for k in ("lmk_face_idx", "lmk_b_coords", "landmark_indices",
-                                             "error_before_px", "error_after_px")},
-             n_heads=np.array(SETUP_HEADS), seed=np.array(SETUP_SEED),
-             mean_error_before_px=np.array(before), mean_error_after_px=np.array(after),
-             provenance=np.array(json.dumps(provenance)))
-    os.replace(tmp, out)
-    print(f"setup-weights: calibrated the MediaPipe embedding on {provenance['n_renders']} renders, "
-          f"mean reprojection error {before:.2f} -> {after:.2f} px -> {out} "
-          f"({provenance['seconds']:.1f} s)")
-    return out
+    return _write_calibration(
+        out, wanted, lambda: calibrate_mediapipe_embedding(Parts.from_assets(root), SETUP_HEADS, SETUP_SEED),
+        ("lmk_face_idx", "lmk_b_coords", "landmark_indices", "error_before_px", "error_after_px"),
+        "the MediaPipe embedding", "assets MediaPipe embedding (metrical-tracker) re-fitted by "
+                                   "backend/landmarks/calibration.py")
 
 
 def ensure_calibrated_fixed68(assets: str | os.PathLike[str] | None = None,
@@ -407,23 +392,37 @@ def ensure_calibrated_fixed68(assets: str | os.PathLike[str] | None = None,
     if _stored_provenance(out, wanted):
         print(f"setup-weights: {out} is up to date")
         return out
+    return _write_calibration(
+        out, wanted, lambda: calibrate_fixed68_embedding(Parts.from_assets(root), network,
+                                                         FIXED68_HEADS, SETUP_SEED),
+        ("full_lmk_faces_idx", "full_lmk_bary_coords", "error_before_px", "error_after_px"),
+        "the fixed 68-point embedding to the large-pose network",
+        "assets full 68-point embedding re-fitted to the 3DDFA_V2 network's detections by "
+        "backend/landmarks/calibration.py")
+
+
+def _write_calibration(out: Path, wanted: dict[str, Any], compute: Any, keys: tuple[str, ...],
+                       what: str, source: str) -> Path:
+    """Run ``compute()`` (a calibrate_* function) and write ``keys`` of its result plus the
+    provenance (``wanted`` + error figures) to ``out`` atomically.
+
+    Returns:
+        ``out``.
+    """
     start = time.perf_counter()
-    result = calibrate_fixed68_embedding(Parts.from_assets(root), network, FIXED68_HEADS, SETUP_SEED)
+    result = compute()
     before = float(result["error_before_px"].mean())
     after = float(result["error_after_px"].mean())
     provenance = dict(wanted, n_renders=int(result["n_renders"]), mean_error_before_px=before,
-                      mean_error_after_px=after, seconds=time.perf_counter() - start,
-                      source="assets full 68-point embedding re-fitted to the 3DDFA_V2 network's "
-                             "detections by backend/landmarks/calibration.py")
+                      mean_error_after_px=after, seconds=time.perf_counter() - start, source=source)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp.npz")
-    np.savez(tmp, **{k: result[k] for k in ("full_lmk_faces_idx", "full_lmk_bary_coords",
-                                             "error_before_px", "error_after_px")},
-             provenance=np.array(json.dumps(provenance)))
+    np.savez(tmp, **{k: result[k] for k in keys}, n_heads=np.array(wanted["n_heads"]),
+             seed=np.array(wanted["seed"]), mean_error_before_px=np.array(before),
+             mean_error_after_px=np.array(after), provenance=np.array(json.dumps(provenance)))
     os.replace(tmp, out)
-    print(f"setup-weights: calibrated the fixed 68-point embedding to the large-pose network on "
-          f"{provenance['n_renders']} renders, mean reprojection error {before:.2f} -> {after:.2f} px "
-          f"-> {out} ({provenance['seconds']:.1f} s)")
+    print(f"setup-weights: calibrated {what} on {provenance['n_renders']} renders, mean "
+          f"reprojection error {before:.2f} -> {after:.2f} px -> {out} ({provenance['seconds']:.1f} s)")
     return out
 
 
