@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import struct
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +59,8 @@ class Bundle:
         displacement_midlevel, displacement_strength: for the displacement image (values in
             [0, 1]): offset in metres = (value - midlevel) * strength, from result.json
             ``detail.displacement.blender_displace``.
+        warnings: one sentence per listed image left out (missing or damaged); the import
+            goes on without it (albedo and photo texture stand in for each other).
     """
 
     folder: Path
@@ -82,6 +86,7 @@ class Bundle:
     images: dict[str, Path] = field(default_factory=dict)
     displacement_midlevel: float = 0.5
     displacement_strength: float = 0.0
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def n_vertices(self) -> int:
@@ -114,6 +119,55 @@ def _read_result(folder: Path) -> dict[str, Any]:
     if not isinstance(result.get("files"), dict):
         raise BundleError(f"{path} has no \"files\" table.")
     return result
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+MAX_IMAGE_BYTES = 512 << 20  # decompressed PNG data checked at most (a 8k x 8k RGBA 16-bit map)
+
+
+def png_problem(path: Path) -> str | None:
+    """Why ``path`` is not a complete PNG (None when it is; also None for other formats).
+
+    Walks the chunks (lengths, CRCs, IHDR, IEND) and inflates the image data to check that
+    it holds every row: Blender loads a truncated PNG as an empty pink image without a word.
+    """
+    try:
+        with path.open("rb") as f:
+            if f.read(8) != _PNG_SIGNATURE:
+                return None if path.suffix.lower() != ".png" else "not a PNG file"
+            inflate, raw, header, ended = zlib.decompressobj(), 0, None, False
+            while not ended:
+                head = f.read(8)
+                if len(head) < 8:
+                    return "it ends early (truncated)"
+                length, kind = struct.unpack(">I4s", head)
+                data = f.read(length)
+                crc = f.read(4)
+                if len(data) < length or len(crc) < 4:
+                    return "it ends early (truncated)"
+                if zlib.crc32(kind + data) != struct.unpack(">I", crc)[0]:
+                    return f"its {kind.decode('latin-1')} chunk is corrupt"
+                if kind == b"IHDR" and length == 13:
+                    header = struct.unpack(">IIBBBBB", data)
+                elif kind == b"IDAT":
+                    raw += len(inflate.decompress(data, MAX_IMAGE_BYTES))
+                    while inflate.unconsumed_tail and raw <= MAX_IMAGE_BYTES:
+                        raw += len(inflate.decompress(inflate.unconsumed_tail, MAX_IMAGE_BYTES))
+                elif kind == b"IEND":
+                    ended = True
+    except zlib.error:
+        return "its image data is corrupt"
+    except OSError as exc:
+        return f"it cannot be read ({exc.strerror or exc})"
+    if header is None:
+        return "it has no image header"
+    width, height, depth, color, _, _, interlace = header
+    if color not in _PNG_CHANNELS or not inflate.eof:
+        return "its image data is incomplete"
+    if interlace == 0 and raw < height * (1 + (width * _PNG_CHANNELS[color] * depth + 7) // 8):
+        return "its image data is incomplete"
+    return None
 
 
 def _bundle_file(folder: Path, files: dict[str, Any], role: str) -> Path | None:
@@ -258,17 +312,22 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
     """Read and validate a bundle.
 
     Args:
-        path: the bundle folder, or its result.json.
+        path: the bundle folder, or any file in it (result.json, texture.png, ...).
     Returns:
         Bundle with validated arrays.
     Raises:
         BundleError: missing files, wrong format version, wrong shapes or values.
     """
+    if not str(path).strip():
+        raise BundleError("No bundle chosen: pick a bundle folder or any file in it (result.json).")
     folder = Path(path)
-    if folder.is_file() and folder.name == "result.json":
+    if folder.is_file():  # result.json or any other file of the bundle (texture.png, ...)
         folder = folder.parent
     if not folder.is_dir():
-        raise BundleError(f"Bundle folder {folder} does not exist.")
+        if folder.parent.is_dir() and (folder.parent / "result.json").is_file():
+            raise BundleError(f"{folder.name} does not exist in the bundle {folder.parent}; pick "
+                              "the folder or its result.json.")
+        raise BundleError(f"{folder} does not exist.")
     result = _read_result(folder)
     files = result["files"]
     rig_path = _bundle_file(folder, files, "rig")
@@ -276,9 +335,38 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
         raise BundleError(f"{folder / 'result.json'} lists no rig file; it was written without "
                           "the data the add-on needs.")
     arrays = _validate_rig(_load_npz(rig_path))
-    images = {role: p for role, key in IMAGE_FILES.items() if (p := _bundle_file(folder, files, key))}
+    images, notes = _bundle_images(folder, files)
     photo = result.get("input", {}).get("photo") if isinstance(result.get("input"), dict) else None
     stem = Path(photo).stem if isinstance(photo, str) and Path(photo).stem else folder.name
     midlevel, strength = _displacement_params(result) if "displacement" in images else (0.5, 0.0)
     return Bundle(folder=folder.resolve(), result=result, photo_stem=stem, images=images,
-                  displacement_midlevel=midlevel, displacement_strength=strength, **arrays)
+                  displacement_midlevel=midlevel, displacement_strength=strength, warnings=notes,
+                  **arrays)
+
+
+def _bundle_images(folder: Path, files: dict[str, Any]) -> tuple[dict[str, Path], list[str]]:
+    """The listed images that are present and complete, and a sentence per one left out."""
+    images: dict[str, Path] = {}
+    dropped: dict[str, str] = {}
+    for role, key in IMAGE_FILES.items():
+        name = files.get(key)
+        if name is None:
+            continue
+        if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts:
+            raise BundleError(f"result.json lists an invalid {key} file name {name!r}.")
+        path = folder / name
+        problem = "it is missing" if not path.is_file() else png_problem(path)
+        if problem is None:
+            images[role] = path
+        else:
+            dropped[role] = f"{name}: {problem}"
+    colour = images.get("albedo") or images.get("texture")  # what the material uses
+    notes = []
+    for role, what in dropped.items():
+        if role not in ("albedo", "texture"):
+            notes.append(f"{what}; the head is imported without its {role} map.")
+        elif colour is not None:
+            notes.append(f"{what}; the head's colour comes from {colour.name} instead.")
+        else:
+            notes.append(f"{what}; the head is imported without a colour map.")
+    return images, notes

@@ -12,7 +12,7 @@ from ..headrecon_addon.bundle import BundleError, load_bundle
 
 
 class HEADRECON_OT_import_bundle(bpy.types.Operator, ImportHelper):
-    """Import a HeadRecon result bundle (its result.json) as a rigged FLAME head"""
+    """Import a HeadRecon result bundle (its result.json, or any file in its folder) as a rigged FLAME head"""
 
     bl_idname = "headrecon.import_bundle"
     bl_label = "Import HeadRecon Bundle"
@@ -36,6 +36,8 @@ class HEADRECON_OT_import_bundle(bpy.types.Operator, ImportHelper):
             self.report({'ERROR'}, str(exc))
             return {'CANCELLED'}
         build = build_head(context, bundle)
+        for note in bundle.warnings:  # a missing or damaged image: imported without it
+            self.report({'WARNING'}, note)
         self.report({'INFO'}, f"Imported {build.armature_obj.name} and {build.mesh_obj.name} "
                               f"in {time.perf_counter() - start:.2f} s")
         return {'FINISHED'}

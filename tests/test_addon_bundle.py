@@ -87,7 +87,6 @@ CASES = [
     _broken("newer-format", "format_version 2", result_fn=lambda r: r.update(format_version=2)),
     _broken("no-rig-listed", "lists no rig file", result_fn=lambda r: r["files"].pop("rig")),
     _broken("rig-missing", "does not exist", remove="rig.npz"),
-    _broken("texture-missing", "texture file texture.png", remove="texture.png"),
     _broken("displacement-params", "no numeric detail.displacement.blender_displace",
             result_fn=lambda r: r["files"].update(displacement_png="texture.png")),
     _broken("rig-corrupt", "cannot be read as an .npz", garbage="rig.npz"),
@@ -124,6 +123,20 @@ def test_broken_bundle_gives_one_sentence(dev_bundle, tmp_path, rig_changes, res
     text = str(info.value)
     assert message in text
     assert text.endswith(".") and "\n" not in text
+
+
+def test_missing_or_damaged_image_is_a_warning(dev_bundle, tmp_path):
+    """Images are optional for the import (issue 12 item 15): a missing or truncated one is
+    left out with one sentence, the rig still loads."""
+    folder = _copy(dev_bundle, tmp_path / "b")
+    (folder / "texture.png").unlink()
+    bundle = load_bundle(folder)
+    assert "texture" not in bundle.images
+    assert bundle.warnings == ["texture.png: it is missing; the head is imported without a colour map."]
+    folder = _copy(dev_bundle, tmp_path / "c")
+    data = (folder / "texture.png").read_bytes()
+    (folder / "texture.png").write_bytes(data[:-20])  # IEND cut off
+    assert "truncated" in load_bundle(folder).warnings[0]
 
 
 def test_missing_folder(tmp_path):
