@@ -19,6 +19,16 @@ Timecode ``HH:MM:SS:FF.fff``: ``FF`` counts frames at the timecode rate and ``.f
 fraction of a frame (sub-frame). A row's frame is ``round((t - t_first) * fps)`` at the
 caller's fps, so the first row lands on frame 0 (the operators add the start frame).
 
+Gaze and jaw (one motion each, see :func:`eye_bone_rotation` and :func:`jaw_bone_rotation`).
+The ``eyeLook*`` shapes turn the eyeballs themselves, so a CSV's eye angles are the eye's whole
+gaze (as in the app) and the eye bones receive only what the keyed ``eyeLook*`` values do not
+already turn: ``R_bone = R_gaze R_keys^T``; export writes ``R_bone R_keys`` back. ``JawOpen``
+opens the mouth by the jaw bone (as the presets do), never by the ``jawOpen`` key: import sets
+the bone to ``JawOpen`` times the rotation the head's ``jawOpen`` key imitates and the key to
+0; export writes the key's value plus the bone's opening in those units (values above 1 when
+the bone opens wider than the shape). ``R_keys`` and the jaw unit are measured on the head
+(``rig.equivalent_rotation`` of each key about its bone's joint), passed in as ``axes``.
+
 Rotations are radians; ``Yaw``, ``Pitch``, ``Roll`` are this project's convention in the
 FLAME frame (+X the subject's left, +Y up, +Z out of the face, as ARKit's face anchor):
 ``R = Ry(yaw) @ Rx(pitch) @ Rz(roll)``, right-handed (positive yaw turns the face towards
@@ -327,3 +337,71 @@ def frame_from_capture(frame: int, weights: dict[str, float],
         rots[group] = axis_angle_to_euler(rotations.get(joint, (0.0, 0.0, 0.0)))
     return LiveLinkFrame(frame, {n: float(weights.get(n, 0.0)) for n in map(arkit_name, BLENDSHAPES)},
                          rots)
+
+
+# ------------------------------------------------------------------ gaze and jaw (pure math)
+EYE_LOOK_KEYS: dict[str, tuple[str, ...]] = {
+    group: tuple(f"eyeLook{d}{side}" for d in ("Down", "In", "Out", "Up"))
+    for group, side in (("LeftEye", "Left"), ("RightEye", "Right"))}
+JAW_OPEN_KEY = "jawOpen"
+# ARKit key -> the bone whose rotation it imitates (for ``rig.equivalent_rotation``).
+KEY_BONES: dict[str, str] = {
+    **{k: naming.EYE_L_BONE for k in EYE_LOOK_KEYS["LeftEye"]},
+    **{k: naming.EYE_R_BONE for k in EYE_LOOK_KEYS["RightEye"]},
+    JAW_OPEN_KEY: naming.JAW_BONE}
+Axes = dict[str, tuple[float, float, float]]
+
+
+def implied_rotation(weights: dict[str, float], axes: Axes,
+                     keys: tuple[str, ...]) -> tuple[float, float, float]:
+    """Axis-angle the weighted ``keys`` turn their bone by: ``sum_k w_k a_k``.
+
+    Args:
+        weights: ARKit name -> value (missing = 0).
+        axes: ARKit name -> (3,) FLAME-frame axis-angle of the key at value 1.
+        keys: the keys to sum (those without an axis are left out).
+    """
+    out = [0.0, 0.0, 0.0]
+    for k in keys:
+        if k in axes:
+            w = float(weights.get(k, 0.0))
+            out = [o + w * a for o, a in zip(out, axes[k])]
+    return (out[0], out[1], out[2])
+
+
+def _transpose(r: Matrix) -> Matrix:
+    return [[r[j][i] for j in range(3)] for i in range(3)]
+
+
+def eye_bone_rotation(gaze: tuple[float, float, float], weights: dict[str, float], axes: Axes,
+                      group: str) -> tuple[float, float, float]:
+    """Eye-bone axis-angle that, after the ``eyeLook*`` keys at ``weights``, gives ``gaze``.
+
+    Args:
+        gaze: the CSV's (yaw, pitch, roll) of the eye (the whole gaze).
+        group: ``"LeftEye"`` or ``"RightEye"``.
+    """
+    keys = axis_angle_to_matrix(implied_rotation(weights, axes, EYE_LOOK_KEYS[group]))
+    return matrix_to_axis_angle(_matmul(euler_to_matrix(*gaze), _transpose(keys)))
+
+
+def eye_gaze(bone: tuple[float, float, float] | list[float], weights: dict[str, float],
+             axes: Axes, group: str) -> tuple[float, float, float]:
+    """The whole gaze (yaw, pitch, roll) of an eye: its bone after its ``eyeLook*`` keys."""
+    keys = axis_angle_to_matrix(implied_rotation(weights, axes, EYE_LOOK_KEYS[group]))
+    return matrix_to_euler(_matmul(axis_angle_to_matrix(bone), keys))
+
+
+def jaw_bone_rotation(jaw_open: float, axes: Axes) -> tuple[float, float, float]:
+    """Jaw-bone axis-angle of a ``JawOpen`` value (zero when the head has no jawOpen axis)."""
+    return implied_rotation({JAW_OPEN_KEY: jaw_open}, axes, (JAW_OPEN_KEY,))
+
+
+def jaw_open_of_bone(bone: tuple[float, float, float] | list[float], axes: Axes) -> float:
+    """How far the jaw bone opens in ``JawOpen`` units: the bone's axis-angle projected on the
+    jawOpen axis, divided by its length (0 when closed past rest or without an axis)."""
+    a = axes.get(JAW_OPEN_KEY)
+    norm2 = sum(c * c for c in a) if a else 0.0
+    if norm2 < 1e-12:
+        return 0.0
+    return max(0.0, sum(b * c for b, c in zip(bone, a)) / norm2)

@@ -259,3 +259,49 @@ def corrective_drivers(bones: list[BoneSpec]) -> list[CorrectiveDriver]:
                 out.append(CorrectiveDriver(naming.corrective_key(joint, row, col), bone.name,
                                             expr, variables, base + 3 * row + col))
     return out
+
+
+def matrix_to_axis_angle(r: np.ndarray) -> np.ndarray:
+    """(3, 3) rotation -> (3,) axis-angle (radians), angle in [0, pi)."""
+    r = np.asarray(r, dtype=np.float64)
+    cos = np.clip((np.trace(r) - 1.0) / 2.0, -1.0, 1.0)
+    angle = float(np.arccos(cos))
+    if angle < 1e-9:
+        return np.zeros(3)
+    axis = np.array([r[2, 1] - r[1, 2], r[0, 2] - r[2, 0], r[1, 0] - r[0, 1]])
+    norm = np.linalg.norm(axis)
+    if norm < 1e-9:  # angle ~ pi: axis from the diagonal
+        d = np.sqrt(np.clip((np.diag(r) + 1.0) / 2.0, 0.0, None))
+        k = int(np.argmax(d))
+        axis = r[k] / (2.0 * d[k])
+        axis[k] = d[k]
+        norm = np.linalg.norm(axis)
+    return angle * axis / norm
+
+
+def equivalent_rotation(rest: np.ndarray, delta: np.ndarray, center: np.ndarray,
+                        weight: np.ndarray) -> np.ndarray:
+    """The rotation about ``center`` that best moves ``rest`` by ``delta`` (a shape key
+    expressed as a bone rotation, e.g. ``eyeLookOutLeft`` as an eye rotation, ``jawOpen`` as
+    a jaw rotation).
+
+    Weighted orthogonal Procrustes with the centre fixed:
+    ``argmin_R sum_i w_i |R (p_i - c) - (p_i + d_i - c)|^2``.
+
+    Args:
+        rest: (N, 3) rest positions (any frame; the result is in the same frame).
+        delta: (N, 3) shape-key offsets at weight 1.
+        center: (3,) the joint the rotation turns about.
+        weight: (N,) non-negative weights (e.g. the bone's skin weights).
+    Returns:
+        (3,) axis-angle (radians); zeros when nothing moves.
+    """
+    p = np.asarray(rest, np.float64) - np.asarray(center, np.float64)
+    q = p + np.asarray(delta, np.float64)
+    w = np.asarray(weight, np.float64)[:, None]
+    if not np.any(w > 0) or np.abs(delta).max(initial=0.0) < 1e-9:
+        return np.zeros(3)
+    u, _, vt = np.linalg.svd((q * w).T @ p)
+    d = np.sign(np.linalg.det(u @ vt)) or 1.0
+    r = u @ np.diag([1.0, 1.0, d]) @ vt
+    return matrix_to_axis_angle(r)

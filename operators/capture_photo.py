@@ -11,7 +11,8 @@ cancels (the process is terminated). Called from a script the same steps run to 
 Keying (:func:`key_capture`): the ARKit weights on the head's ARKit shape keys, ``jaw``,
 ``eye_L``, ``eye_R`` on the jaw and eye bones, and the head rotation (the fit's root
 rotation, i.e. the head relative to the camera, composed with its neck) on the ``neck``
-bone, as Live Link import does.
+bone, as Live Link import does. ``Captured`` and the FLAME eyelid keys are keyed to 0 at the
+captured frames, so the result replaces the photo's expression (one undo step restores it).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from ..headrecon_addon import livelink, naming
 from ..headrecon_addon.client import BackendError, backend_argv, exit_message
 from ..preferences import backend_config
 from . import face_rig
-from .import_livelink import key_face
+from .import_livelink import key_face, key_photo_expression_off
 from .insert_keyframes import _head_actions
 from .modal_task import ModalTaskOperator, photo_property
 
@@ -147,6 +148,9 @@ def key_capture(armature: bpy.types.Object, mesh_obj: bpy.types.Object, doc: dic
             rotations[naming.NECK_BONE] = np.array(head)
         weights = {targets[n]: float(v) for n, v in fr["weights"].items() if n in targets}
         key_face(armature, mesh_obj, start + int(fr["index"]), weights, rotations)
+    if doc["frames"]:  # the capture replaces the photo's expression (Captured, fitted eyelids)
+        key_photo_expression_off(mesh_obj, [start + int(doc["frames"][0]["index"]),
+                                            start + int(doc["frames"][-1]["index"])])
     return len(doc["frames"])
 
 

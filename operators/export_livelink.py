@@ -5,6 +5,12 @@ one row is written: the values of the head's ARKit shape keys (``livelink.shape_
 shapes the head lacks are 0) and the FLAME-frame rotations of the ``neck`` / ``eye.L`` /
 ``eye.R`` bones as yaw/pitch/roll (``livelink.GROUP_BONES``). Timecodes count scene frames
 at the scene's frame rate (rounded to a whole rate). The current frame is restored.
+
+Gaze and jaw as the import reads them (``livelink`` module docstring): an eye's angles are its
+whole gaze (the eye bone after what the ``eyeLook*`` keys turn), ``JawOpen`` is the ``jawOpen``
+key plus the jaw bone's opening in units of the rotation that key imitates (so a preset that
+opens the mouth by the bone exports its opening; values may exceed 1 when the bone opens wider
+than the shape does).
 """
 
 from __future__ import annotations
@@ -12,9 +18,9 @@ from __future__ import annotations
 import bpy
 import numpy as np
 
-from ..headrecon_addon import livelink
+from ..headrecon_addon import livelink, naming
 from . import face_rig
-from .import_livelink import fps_of
+from .import_livelink import fps_of, key_axes
 
 
 def flame_rotation(armature: bpy.types.Object, bone: str) -> np.ndarray:
@@ -61,15 +67,24 @@ class HEADRECON_OT_export_livelink(face_rig.HeadPoll, bpy.types.Operator):
         blocks = mesh_obj.data.shape_keys.key_blocks
         targets = livelink.shape_key_targets(blocks.keys())
         bones = {g: b for g, b in livelink.GROUP_BONES.items() if b in armature.pose.bones}
+        axes = key_axes(armature, mesh_obj, targets)
+        jaw = naming.JAW_BONE in armature.pose.bones and livelink.JAW_OPEN_KEY in targets
         current = scene.frame_current
         frames = []
         try:
             for f in range(start, end + 1):
                 scene.frame_set(f)
-                rots = {g: livelink.matrix_to_euler(flame_rotation(armature, b).tolist())
-                        for g, b in bones.items()}
-                frames.append(livelink.LiveLinkFrame(
-                    f - start, {n: float(blocks[k].value) for n, k in targets.items()}, rots))
+                weights = {n: float(blocks[k].value) for n, k in targets.items()}
+                rots = {}
+                for g, b in bones.items():
+                    r = flame_rotation(armature, b).tolist()
+                    rots[g] = livelink.matrix_to_euler(r) if g == "Head" else livelink.eye_gaze(
+                        livelink.matrix_to_axis_angle(r), weights, axes, g)
+                if jaw:
+                    weights[livelink.JAW_OPEN_KEY] += livelink.jaw_open_of_bone(
+                        livelink.matrix_to_axis_angle(
+                            flame_rotation(armature, naming.JAW_BONE).tolist()), axes)
+                frames.append(livelink.LiveLinkFrame(f - start, weights, rots))
         finally:
             scene.frame_set(current)
         path = bpy.path.ensure_ext(bpy.path.abspath(self.filepath), ".csv")

@@ -102,3 +102,49 @@ def key_bone_rotation(armature: bpy.types.Object, bone: str, frame: int) -> int:
     prop = rotation_property(pbone)
     ok = armature.keyframe_insert(pbone.path_from_id(prop), frame=frame, group=bone)
     return len(getattr(pbone, prop)) if ok else 0
+
+
+def shape_key_rotations(armature: bpy.types.Object, mesh_obj: bpy.types.Object,
+                        key_bones: dict[str, str]) -> dict[str, np.ndarray]:
+    """Each shape key as the rotation of a bone it imitates (``rig.equivalent_rotation``).
+
+    E.g. ``eyeLookOutLeft`` turns the left eyeball like a rotation of ``eye.L`` about its joint,
+    ``jawOpen`` opens the mouth like a rotation of ``jaw``. Fitted on the vertices the bone
+    drives (skin weight > 0.5), relative to the key's reference key.
+
+    Args:
+        key_bones: shape key name -> bone name (pairs whose key, bone or vertex group is
+            missing are left out).
+    Returns:
+        key name -> (3,) FLAME-frame axis-angle at key value 1.
+    """
+    mesh = mesh_obj.data
+    blocks = mesh.shape_keys.key_blocks
+    n = len(mesh.vertices)
+    pairs = {k: b for k, b in key_bones.items() if k in blocks and b in armature.data.bones
+             and b in mesh_obj.vertex_groups}
+    if not pairs:
+        return {}
+    weights: dict[str, np.ndarray] = {}
+    for bone in set(pairs.values()):
+        index = mesh_obj.vertex_groups[bone].index
+        w = np.zeros(n)
+        for v in mesh.vertices:
+            for g in v.groups:
+                if g.group == index:
+                    w[v.index] = g.weight
+        weights[bone] = np.where(w > 0.5, w, 0.0)
+
+    def coords(kb: bpy.types.ShapeKey) -> np.ndarray:
+        co = np.empty(n * 3, np.float32)
+        kb.data.foreach_get("co", co)
+        return co.reshape(n, 3).astype(np.float64) @ rig.FLAME_TO_BLENDER  # Blender -> FLAME
+
+    out = {}
+    for key, bone in pairs.items():
+        kb = blocks[key]
+        rest = coords(kb.relative_key)
+        joint = rig.FLAME_TO_BLENDER.T @ np.array(armature.data.bones[bone].head_local)
+        out[key] = rig.equivalent_rotation(rest, coords(kb) - rest, joint, weights[bone])
+    return out
+

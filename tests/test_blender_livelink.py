@@ -64,6 +64,13 @@ def _channelbag(action: bpy.types.Action, id_data: bpy.types.ID) -> bpy.types.Ac
                 for cb in strip.channelbags if cb.slot == slot)
 
 
+def _key_axes(arm: bpy.types.Object, mesh_obj: bpy.types.Object) -> livelink.Axes:
+    """The installed extension's eyeLook / jawOpen key axes of this head."""
+    module = sys.modules[f"{EXT_MODULE}.operators.import_livelink"]
+    targets = livelink.shape_key_targets(mesh_obj.data.shape_keys.key_blocks.keys())
+    return module.key_axes(arm, mesh_obj, targets)
+
+
 def _flame_rotation(arm: bpy.types.Object, bone: str) -> np.ndarray:
     """FLAME-frame rotation of a pose bone: P R_local P^T (P from the rest matrix)."""
     from headrecon_addon import rig
@@ -98,24 +105,37 @@ def test_import_keys_rows_at_their_frames(ext, arkit_bundle: Path, tmp_path: Pat
     head_keys = set(shape_keys.key_blocks.keys())
     key_curves = {fc.data_path: fc for fc in _channelbag(action, shape_keys).fcurves}
     keyed = {n for n in face_controls.ARKIT_NAMES if n in head_keys}
+    photo_keys = (naming.CAPTURED_KEY, *naming.BLINK_KEYS)
     assert len(keyed) == 51 and "tongueOut" not in keyed  # ICT has no tongue shape
-    assert set(key_curves) == {f'key_blocks["{n}"].value' for n in keyed}
+    assert set(key_curves) == {f'key_blocks["{n}"].value' for n in keyed | set(photo_keys)}
     for name in keyed:
         points = key_curves[f'key_blocks["{name}"].value'].keyframe_points
         assert [p.co[0] for p in points] == [float(START + f) for f in ROW_FRAMES]
-        for p, fr in zip(points, take.frames):
-            assert p.co[1] == pytest.approx(fr.weights[name], abs=VALUE_TOL), name
+        for p, fr in zip(points, take.frames):  # JawOpen opens the jaw bone, not the key
+            want = 0.0 if name == livelink.JAW_OPEN_KEY else fr.weights[name]
+            assert p.co[1] == pytest.approx(want, abs=VALUE_TOL), name
+    for name in photo_keys:  # the take replaces the photo's expression
+        points = key_curves[f'key_blocks["{name}"].value'].keyframe_points
+        assert [(p.co[0], p.co[1]) for p in points] == [(START, 0.0), (START + ROW_FRAMES[-1], 0.0)]
     bone_paths = {fc.data_path for fc in _channelbag(action, arm).fcurves}
-    assert bone_paths == {f'pose.bones["{b}"].rotation_euler' for b in livelink.GROUP_BONES.values()}
+    assert bone_paths == {f'pose.bones["{b}"].rotation_euler'
+                          for b in (*livelink.GROUP_BONES.values(), naming.JAW_BONE)}
 
+    axes = _key_axes(arm, mesh_obj)
+    assert set(axes) == set(livelink.KEY_BONES)
     for fr in take.frames:  # playback gives the CSV's rotations in the FLAME frame
         scene.frame_set(START + fr.frame)
-        for group, bone in livelink.GROUP_BONES.items():
-            want = np.array(livelink.euler_to_matrix(*fr.rotations[group]))
-            np.testing.assert_allclose(_flame_rotation(arm, bone), want, atol=ROT_TOL,
-                                       err_msg=f"{bone} at {fr.frame}")
-        assert shape_keys.key_blocks["jawOpen"].value == pytest.approx(
-            fr.weights["jawOpen"], abs=VALUE_TOL)
+        np.testing.assert_allclose(_flame_rotation(arm, naming.NECK_BONE),
+                                   livelink.euler_to_matrix(*fr.rotations["Head"]), atol=ROT_TOL)
+        for group in ("LeftEye", "RightEye"):  # eye bone after the eyeLook keys = the CSV gaze
+            bone = livelink.matrix_to_axis_angle(_flame_rotation(
+                arm, livelink.GROUP_BONES[group]).tolist())
+            assert livelink.eye_gaze(bone, fr.weights, axes, group) == pytest.approx(
+                fr.rotations[group], abs=ROT_TOL), group
+        np.testing.assert_allclose(
+            _flame_rotation(arm, naming.JAW_BONE),
+            livelink.axis_angle_to_matrix(livelink.jaw_bone_rotation(fr.weights["jawOpen"], axes)),
+            atol=ROT_TOL)
 
 
 def test_export_round_trip(ext, arkit_bundle: Path, tmp_path: Path) -> None:
@@ -174,6 +194,9 @@ def test_expression_from_photo_keys_the_current_frame(ext, arkit_bundle: Path,
     assert np.mean([pts[0].co[1] for pts in smile]) > 0.4  # the smile is captured
     values = [kb.value for kb in shape_keys.key_blocks if kb.name in face_controls.ARKIT_NAMES]
     assert len(values) == 51 and min(values) >= 0.0 and max(values) <= 1.0
+    for name in (naming.CAPTURED_KEY, *naming.BLINK_KEYS):  # replaces the photo's expression
+        points = curves[f'key_blocks["{name}"].value'].keyframe_points
+        assert [(p.co[0], p.co[1]) for p in points] == [(7.0, 0.0)], name
     bone_paths = {fc.data_path for fc in _channelbag(arm.animation_data.action, arm).fcurves}
     assert bone_paths == {f'pose.bones["{b}"].rotation_euler'
                           for b in (naming.NECK_BONE, naming.JAW_BONE, naming.EYE_L_BONE,
@@ -200,3 +223,129 @@ def test_capture_operators_registered_and_panel(ext) -> None:
     wm = bpy.context.window_manager
     assert wm.headrecon_capture_smooth == pytest.approx(1.0)
     assert naming.NECK_BONE == livelink.GROUP_BONES["Head"]
+
+
+# ---------------------------------------------------------------- what the mesh shows (issue 13)
+GAZE_TOL_DEG = 1.5  # eyeLook keys are linear blends of a rotation (chord, not arc)
+NEUTRAL_TOL_M = 0.5e-3
+JAW_ROUND_TRIP_TOL_M = 1e-3
+
+
+def _evaluated_flame(mesh_obj: bpy.types.Object) -> np.ndarray:
+    """(V, 3) float64 vertices of the evaluated mesh (shape keys, armature), FLAME frame."""
+    from headrecon_addon import rig
+
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    depsgraph.update()
+    ev = mesh_obj.evaluated_get(depsgraph)
+    co = np.empty(len(ev.data.vertices) * 3, np.float32)
+    ev.data.vertices.foreach_get("co", co)
+    return co.reshape(-1, 3).astype(np.float64) @ rig.FLAME_TO_BLENDER
+
+
+def _basis_flame(mesh_obj: bpy.types.Object) -> np.ndarray:
+    """(V, 3) float64 Basis key (the neutral head: identity only), FLAME frame."""
+    from headrecon_addon import rig
+
+    kb = mesh_obj.data.shape_keys.key_blocks[naming.BASIS_KEY]
+    co = np.empty(len(kb.data) * 3, np.float32)
+    kb.data.foreach_get("co", co)
+    return co.reshape(-1, 3).astype(np.float64) @ rig.FLAME_TO_BLENDER
+
+
+def _gaze_deg(rest: np.ndarray, now: np.ndarray) -> tuple[float, float]:
+    """(yaw, pitch) in degrees of an eyeball's forward (+Z at rest) direction: the best
+    rotation (Kabsch, centroids removed) from its rest vertices to its evaluated ones
+    applied to +Z. Yaw > 0 towards the subject's left, pitch > 0 down (livelink convention)."""
+    p, q = rest - rest.mean(0), now - now.mean(0)
+    u, _, vt = np.linalg.svd(q.T @ p)
+    r = u @ np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))]) @ vt
+    f = r[:, 2]
+    return float(np.degrees(np.arctan2(f[0], f[2]))), float(np.degrees(np.arcsin(-f[1])))
+
+
+def _eyeballs(bundle: Path) -> dict[str, np.ndarray]:
+    """Rotation group -> vertex ids of that eyeball (FLAME eye joint weight > 0.5)."""
+    with np.load(bundle / "rig.npz") as data:
+        w, names = data["weights"], [str(n) for n in data["joint_names"]]
+    return {g: np.flatnonzero(w[:, names.index(j)] > 0.5)
+            for g, j in (("LeftEye", "eye_L"), ("RightEye", "eye_R"))}
+
+
+def _row(frame: int, weights: dict[str, float] | None = None,
+         rotations: dict[str, tuple[float, float, float]] | None = None) -> livelink.LiveLinkFrame:
+    """A CSV row: every blend shape 0 and every rotation 0 except the given ones."""
+    w = {livelink.arkit_name(c): 0.0 for c in livelink.BLENDSHAPES}
+    r = {g: (0.0, 0.0, 0.0) for g in livelink.ROTATION_GROUPS}
+    return livelink.LiveLinkFrame(frame, w | (weights or {}), r | (rotations or {}))
+
+
+def test_gaze_is_driven_once(ext, arkit_bundle: Path, tmp_path: Path) -> None:
+    """The CSV's eye angles are the gaze the eyeballs show, whether the eyeLook keys carry it
+    (frame 0: keys and angles agree, as in the app's files) or only the angles (frame 1)."""
+    yaw = 0.35  # rad, both eyes towards the subject's left: left eye out, right eye in
+    rows = [_row(0, {"eyeLookOutLeft": 1.0, "eyeLookInRight": 1.0},
+                 {"LeftEye": (yaw, 0.0, 0.0), "RightEye": (yaw, 0.0, 0.0)}),
+            _row(1, {}, {"LeftEye": (-0.2, 0.15, 0.0), "RightEye": (-0.2, 0.15, 0.0)})]
+    csv_path = tmp_path / "gaze.csv"
+    livelink.write_csv(csv_path, livelink.LiveLinkTake(30.0, rows))
+    arm, mesh_obj = import_head(arkit_bundle)
+    scene = bpy.context.scene
+    scene.render.fps, scene.render.fps_base = 30, 1.0
+    scene.frame_set(START)
+    assert bpy.ops.headrecon.import_livelink(filepath=str(csv_path)) == {'FINISHED'}
+    rest, eyes = _basis_flame(mesh_obj), _eyeballs(arkit_bundle)
+    for fr in rows:
+        scene.frame_set(START + fr.frame)
+        now = _evaluated_flame(mesh_obj)
+        for group, ids in eyes.items():
+            got = _gaze_deg(rest[ids], now[ids])
+            want = np.degrees(fr.rotations[group][:2])
+            print(f"frame {fr.frame} {group}: gaze {got[0]:.2f}, {got[1]:.2f} deg "
+                  f"(CSV {want[0]:.2f}, {want[1]:.2f})")
+            np.testing.assert_allclose(got, want, atol=GAZE_TOL_DEG, err_msg=f"{group} {fr.frame}")
+
+
+def test_neutral_frame_gives_the_neutral_head(ext, arkit_bundle: Path, tmp_path: Path) -> None:
+    """A row of zeros shows the identity's neutral head although the import left the photo's
+    expression (Captured = 1, fitted eyelids, fitted jaw) on the head."""
+    csv_path = tmp_path / "neutral.csv"
+    livelink.write_csv(csv_path, livelink.LiveLinkTake(30.0, [_row(0), _row(3)]))
+    arm, mesh_obj = import_head(arkit_bundle)
+    scene = bpy.context.scene
+    scene.frame_set(START)
+    neutral = _basis_flame(mesh_obj)
+    photo_err = np.linalg.norm(_evaluated_flame(mesh_obj) - neutral, axis=1).max()
+    assert photo_err > 10 * NEUTRAL_TOL_M  # the imported head shows the photo's expression
+    assert bpy.ops.headrecon.import_livelink(filepath=str(csv_path)) == {'FINISHED'}
+    for f in (START, START + 2):
+        scene.frame_set(f)
+        err = np.linalg.norm(_evaluated_flame(mesh_obj) - neutral, axis=1).max()
+        print(f"frame {f}: neutral row {err * 1e3:.4f} mm from the neutral head "
+              f"(photo's expression {photo_err * 1e3:.2f} mm)")
+        assert err < NEUTRAL_TOL_M
+
+
+def test_jaw_open_preset_round_trip(ext, arkit_bundle: Path, tmp_path: Path) -> None:
+    """Jaw Open preset (jaw bone) -> export -> neutral head -> import: the same mesh."""
+    arm, mesh_obj = import_head(arkit_bundle)
+    scene = bpy.context.scene
+    scene.render.fps, scene.render.fps_base = 30, 1.0
+    scene.frame_set(START)
+    assert bpy.ops.headrecon.apply_preset(preset='JAW_OPEN', mode='REPLACE') == {'FINISHED'}
+    want = _evaluated_flame(mesh_obj)
+    opened = np.linalg.norm(want - _basis_flame(mesh_obj), axis=1).max()
+    csv_path = tmp_path / "jaw.csv"
+    assert bpy.ops.headrecon.export_livelink(filepath=str(csv_path), frame_start=START,
+                                             frame_end=START) == {'FINISHED'}
+    row = livelink.read_csv(csv_path, 30.0).frames[0]
+    unit = np.linalg.norm(_key_axes(arm, mesh_obj)["jawOpen"])
+    assert row.weights["jawOpen"] == pytest.approx(0.35 / unit, rel=1e-4)  # preset: 0.35 rad
+    assert bpy.ops.headrecon.reset_expression(target='NEUTRAL') == {'FINISHED'}
+    assert bpy.ops.headrecon.import_livelink(filepath=str(csv_path)) == {'FINISHED'}
+    scene.frame_set(START)
+    err = np.linalg.norm(_evaluated_flame(mesh_obj) - want, axis=1).max()
+    print(f"JawOpen {row.weights['jawOpen']:.4f} (jawOpen key = {np.degrees(unit):.2f} deg of "
+          f"jaw); round trip {err * 1e3:.4f} mm (mouth opened {opened * 1e3:.1f} mm)")
+    assert opened > 0.01
+    assert err < JAW_ROUND_TRIP_TOL_M
