@@ -540,6 +540,8 @@ def write_outputs(outputs: list[str], results: list[FrameResult], fps: float,
 
     from headrecon_addon import livelink
 
+    from .model.arkit import EYE_LOOK_DEG
+
     for out in outputs:
         path = Path(out)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -549,8 +551,10 @@ def write_outputs(outputs: list[str], results: list[FrameResult], fps: float,
             path.write_text(json.dumps(doc, indent=1))
         else:
             # timecodes need a whole rate: 29.97 fps video is written at 30 (frames unchanged)
+            # eye angles = the whole gaze (eye joints after the eyeLook shapes), as Live Link has it
+            axes = livelink.eye_look_axes(EYE_LOOK_DEG)
             take = livelink.LiveLinkTake(float(max(1, round(fps))), [livelink.frame_from_capture(
-                r.index, r.weights, r.rotations) for r in results])
+                r.index, r.weights, r.rotations, axes) for r in results])
             try:
                 livelink.write_csv(path, take)
             except livelink.LiveLinkError as exc:

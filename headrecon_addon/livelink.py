@@ -322,19 +322,37 @@ def compose_axis_angle(outer: list[float] | tuple[float, float, float],
     return matrix_to_axis_angle(_matmul(axis_angle_to_matrix(outer), axis_angle_to_matrix(inner)))
 
 
+def eye_look_axes(degrees: float) -> Axes:
+    """The ``eyeLook*`` key axes of the convention that every key turns its eyeball by
+    ``degrees`` (``backend.model.arkit.EYE_LOOK_DEG``): out/in about FLAME Y (the left eye's
+    "out" towards +X), up/down about X (up = negative X rotation)."""
+    a = math.radians(degrees)
+    out: Axes = {}
+    for side, sign in (("Left", 1.0), ("Right", -1.0)):
+        out[f"eyeLookOut{side}"] = (0.0, sign * a, 0.0)
+        out[f"eyeLookIn{side}"] = (0.0, -sign * a, 0.0)
+        out[f"eyeLookUp{side}"] = (-a, 0.0, 0.0)
+        out[f"eyeLookDown{side}"] = (a, 0.0, 0.0)
+    return out
+
+
 def frame_from_capture(frame: int, weights: dict[str, float],
-                       rotations: dict[str, list[float]]) -> LiveLinkFrame:
+                       rotations: dict[str, list[float]],
+                       axes: Axes | None = None) -> LiveLinkFrame:
     """A row from a capture result (``backend.capture.FrameResult`` fields).
 
     Args:
         weights: ARKit name -> weight.
         rotations: FLAME joint name -> axis-angle; ``Head`` = root composed with neck.
+        axes: the ``eyeLook*`` key axes of the fit (:func:`eye_look_axes`); the eye angles are
+            then the whole gaze (eye joint after the keys), as the app and the importer have
+            them. None: the eye joints' rotations alone.
     """
     head = compose_axis_angle(rotations.get("root", (0.0, 0.0, 0.0)),
                               rotations.get("neck", (0.0, 0.0, 0.0)))
     rots = {"Head": axis_angle_to_euler(head)}
     for group, joint in (("LeftEye", "eye_L"), ("RightEye", "eye_R")):
-        rots[group] = axis_angle_to_euler(rotations.get(joint, (0.0, 0.0, 0.0)))
+        rots[group] = eye_gaze(rotations.get(joint, (0.0, 0.0, 0.0)), weights, axes or {}, group)
     return LiveLinkFrame(frame, {n: float(weights.get(n, 0.0)) for n in map(arkit_name, BLENDSHAPES)},
                          rots)
 

@@ -151,3 +151,17 @@ def test_frame_from_capture_composes_root_and_neck() -> None:
     assert fr.rotations["Head"] == pytest.approx((0.3, 0.0, 0.0), abs=ROT_TOL)
     assert fr.rotations["LeftEye"] == pytest.approx((0.0, 0.1, 0.0), abs=ROT_TOL)
     assert fr.rotations["RightEye"] == pytest.approx((-0.05, 0.0, 0.0), abs=ROT_TOL)
+
+
+def test_frame_from_capture_writes_the_whole_gaze() -> None:
+    """With the fit's eyeLook axes the eye angles include what the eyeLook shapes turn: the
+    left eye looking out fully (25 degrees) plus a 0.05 rad joint yaw is a 25 deg + 0.05 rad
+    gaze; the importer takes the keys' part back off the bone."""
+    axes = livelink.eye_look_axes(25.0)
+    rots = {"eye_L": [0.0, 0.05, 0.0], "eye_R": [0.0, 0.0, 0.0]}
+    fr = livelink.frame_from_capture(0, {"eyeLookOutLeft": 1.0, "eyeLookUpRight": 0.5}, rots, axes)
+    assert fr.rotations["LeftEye"] == pytest.approx((math.radians(25.0) + 0.05, 0.0, 0.0),
+                                                    abs=ROT_TOL)
+    assert fr.rotations["RightEye"] == pytest.approx((0.0, -math.radians(12.5), 0.0), abs=ROT_TOL)
+    back = livelink.eye_bone_rotation(fr.rotations["LeftEye"], fr.weights, axes, "LeftEye")
+    assert back == pytest.approx((0.0, 0.05, 0.0), abs=ROT_TOL)
