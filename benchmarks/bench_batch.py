@@ -112,8 +112,10 @@ def main() -> None:
     print("| run | wall s | photos/min | speed-up vs CLI | CPU s per photo |")
     print("|---|---|---|---|---|")
     for label, secs, cpu in rows:
+        # Ray's actors are children of Ray's own daemons, not of this run: their CPU is not seen
+        cpu_text = "n/a" if "--ray" in label else f"{cpu / len(photos):.1f}"
         print(f"| {label} | {secs:.1f} | {len(photos) / secs * 60:.1f} | {base / secs:.2f}x "
-              f"| {cpu / len(photos):.1f} |")
+              f"| {cpu_text} |")
     keys = [k for k in next(iter(stages.values()))] if stages else []
     print("\nmean seconds per photo and stage (wall, inside the worker):")
     print("| run | " + " | ".join(keys) + " |")

@@ -4,7 +4,8 @@
 joins an existing cluster (``ray.init(address=ADDRESS)``, e.g. ``auto`` or
 ``ray://head:10001``). Each actor is :class:`backend.batch.worker.PhotoWorker` (the same class
 as a local worker process) declared with ``num_gpus=1`` when the cluster has GPUs and the
-device is not ``cpu`` (one actor per GPU unless ``--workers`` says otherwise), else with
+device is not ``cpu`` (one actor per GPU unless ``--workers`` asks for more, which then share
+the GPUs: ``num_gpus = GPUs / actors``), else with
 ``num_cpus = cluster CPUs // actors`` and as many torch threads.
 
 Data path: **shared filesystem.** Actors read the photo from its path and write the bundle
@@ -55,7 +56,8 @@ def run_ray(tasks: list[dict[str, Any]], options: dict[str, Any], workers: int |
     Args:
         tasks: task dicts (shared-filesystem paths), ``attempt`` set to 1.
         options: ReconstructOptions as a dict.
-        workers: number of actors; None = one per GPU, else cluster CPUs // 2 (at least 1).
+        workers: number of actors; None = one per GPU, else one per cluster CPU.
+            More actors than GPUs share the GPUs (``num_gpus = GPUs / actors``).
         address: None for a new local Ray instance, else a cluster address for ``ray.init``.
         on_record: called on the driver with each finished photo's manifest line.
         tick: called about once a second.
@@ -84,10 +86,13 @@ def run_ray(tasks: list[dict[str, Any]], options: dict[str, Any], workers: int |
         cpus = max(1, int(resources.get("CPU", 1)))
         use_gpu = gpus > 0 and options.get("device", "auto") != "cpu"
         if use_gpu:
+            # one actor per GPU; more actors than GPUs share them (fractional num_gpus), which
+            # keeps a GPU busy while its actors run their CPU stages (MediaPipe, texture, files)
             n = workers or gpus
-            actor_opts: dict[str, Any] = {"num_gpus": 1, "num_cpus": max(1, min(2, cpus // n))}
+            actor_opts: dict[str, Any] = {"num_gpus": min(1.0, gpus / n),
+                                          "num_cpus": max(1, min(2, cpus // n))}
         else:
-            n = workers or max(1, cpus // 2)
+            n = workers or cpus  # one single-threaded actor per CPU (docs/BATCH.md)
             actor_opts = {"num_cpus": max(1, cpus // n)}
         n = max(1, min(n, len(tasks)))
         threads = int(actor_opts["num_cpus"])
