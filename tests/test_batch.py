@@ -274,3 +274,14 @@ def test_ray_pin_matches_requirements() -> None:
     reqs = [ln.strip() for ln in (REPO / "requirements.txt").read_text().splitlines()
             if ln.strip().startswith("ray")]
     assert extra == reqs == ["ray==2.60.0"]
+
+
+def test_missing_model_stops_batch_with_exit_3(photo_dir: Path, tmp_path: Path) -> None:
+    """Every photo would fail without the model: the batch stops at the first worker's start
+    with the model error's sentence and exit code 3, and writes no bundle."""
+    out = tmp_path / "out"
+    proc = headrecon("batch", str(photo_dir), "-o", str(out), "--workers", "1",
+                     "--flame", str(tmp_path / "missing_flame.pkl"), *FAST[:-2], timeout=120)
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    assert "missing_flame.pkl" in proc.stderr
+    assert [p for p in out.iterdir() if p.is_dir()] == []

@@ -175,7 +175,8 @@ def add_batch_parser(sub: Any, qualities: tuple[str, ...]) -> None:
     b.add_argument("--no-texture", action="store_true", help="skip texture and albedo stages")
     b.add_argument("--ray", nargs="?", const=LOCAL_RAY, default=None, metavar="ADDRESS",
                    help="run on Ray: a local instance, or the cluster at ADDRESS (needs the "
-                        "'ray' extra: pip install 'headrecon-backend[ray]')")
+                        "'ray' extra: pip install 'headrecon-backend[ray]'); put --ray after "
+                        "the INPUTs or write --ray=ADDRESS")
     b.add_argument("--resume", action="store_true",
                    help="skip photos whose bundle is complete, retry the others")
 
@@ -186,6 +187,9 @@ def batch_main(args: argparse.Namespace, stream: TextIO | None = None) -> int:
     if args.workers is not None and args.workers < 1:
         print("headrecon: error: --workers must be at least 1.", file=err)
         return EXIT_USAGE
+    if args.ray not in (None, LOCAL_RAY) and Path(args.ray).exists():
+        # `batch --ray photos/ more/ -o out`: argparse took the first INPUT for the address
+        args.inputs, args.ray = [args.ray, *args.inputs], LOCAL_RAY
     if args.ray is not None:
         from .ray_cluster import RAY_INSTALL_HINT, ray_installed
 
