@@ -85,6 +85,8 @@ def run_ray(tasks: list[dict[str, Any]], options: dict[str, Any], workers: int |
         gpus = int(resources.get("GPU", 0))
         cpus = max(1, int(resources.get("CPU", 1)))
         use_gpu = gpus > 0 and options.get("device", "auto") != "cpu"
+        if workers is not None:
+            workers = min(workers, cpus)  # every actor needs a CPU: more would wait forever
         if use_gpu:
             # one actor per GPU; more actors than GPUs share them (fractional num_gpus), which
             # keeps a GPU busy while its actors run their CPU stages (MediaPipe, texture, files)
