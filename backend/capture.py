@@ -46,6 +46,8 @@ PREFETCH_FRAMES = 4  # frames decoded ahead by the background thread
 DEFAULT_FPS = 30.0
 DEFAULT_SMOOTHING = 1.0  # Gaussian sigma in frames
 VIDEO_MAX_SIDE = 640  # frames are downscaled to this longer side before fitting
+SOURCE_IDENTITY_QUALITY = "default"  # fit_landmarks quality of a photo's own identity
+TRANSFER_RIDGE = 1e-3  # ridge on the ARKit weights of an expression transfer (x mean shape norm^2)
 
 
 @dataclass
@@ -82,12 +84,14 @@ class CaptureModel:
         engine: a warm ``backend.pipeline.Engine`` (model, embedding, detector, device).
         identity_shape: (S',) identity coefficients (a bundle's ``identity``); S' <= S of the
             engine's model, missing ones are 0.
+        rig: also build the landmark rig for :func:`fit_arkit` (False: only ``names`` and
+            ``deltas``, for an expression transfer).
     Raises:
         BadInputError: more identity coefficients than the model has, or non-finite values.
         ModelFileError: the ARKit shapes file is missing (run ./setup.sh).
     """
 
-    def __init__(self, engine: Any, identity_shape: np.ndarray | list[float]):
+    def __init__(self, engine: Any, identity_shape: np.ndarray | list[float], rig: bool = True):
         from .model.arkit import arkit_for_identity, load_arkit_on_flame
 
         model = engine.model
@@ -101,6 +105,9 @@ class CaptureModel:
         adapted = arkit_for_identity(deltas, v_neutral, model.v_template, model.faces)
         self.engine = engine
         self.names: list[str] = list(names)
+        self.deltas: np.ndarray = adapted  # (A, V, 3) this identity's ARKit shapes
+        if not rig:  # the shapes only (expression transfer), no landmark fit
+            return
         self.flame = arkit_flame(model, adapted).to(engine.device)
         full = np.zeros(n_shape, np.float32)
         full[:len(shape)] = shape
@@ -152,16 +159,90 @@ def single_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def fit_photo_flame(engine: Any, rgb: np.ndarray, points: np.ndarray,
+                    cancel: CancelFn | None = None) -> Any:
+    """The full landmark fit of a photo (``fit_landmarks``: its own identity, FLAME expression,
+    eyelids, pose), fused with the large-pose network when the engine has it, at
+    ``SOURCE_IDENTITY_QUALITY``.
+
+    Args:
+        rgb: (H, W, 3) uint8 photo; points: (478, 3) its MediaPipe points.
+    Returns:
+        ``FitResult`` (``.params``, ``.rms_px``).
+    """
+    from .fit.landmark_fit import fit_landmarks
+    from .landmarks.ibug68 import MEDIAPIPE_TO_IBUG68
+
+    network = None
+    if getattr(engine, "tddfa", None) is not None:
+        network = engine.tddfa.predict(rgb, points[list(MEDIAPIPE_TO_IBUG68), :2])
+    h, w = rgb.shape[:2]
+    return fit_landmarks(engine.flame, engine.embedding, points, image_size=(w, h),
+                         quality=SOURCE_IDENTITY_QUALITY, cancel=cancel, network=network)
+
+
+def expression_displacement(engine: Any, params: FitParams) -> np.ndarray:
+    """(V, 3) float64 rest-pose offsets of a fit's expression and eyelids (FLAME's expression
+    and eyelid blendshapes do not depend on the identity, so they hold for any head)."""
+    flame = engine.flame
+    zero_pose = torch.zeros_like(params.pose)
+    with torch.no_grad():
+        moved = flame(params.shape, params.expression, zero_pose, None, params.eyelids).v_shaped
+        rest = flame(params.shape, torch.zeros_like(params.expression), zero_pose, None,
+                     torch.zeros_like(params.eyelids)).v_shaped
+    return (moved - rest)[0].cpu().numpy().astype(np.float64)
+
+
+def solve_arkit_weights(model: Any, names: list[str], deltas: np.ndarray,
+                        displacement: np.ndarray) -> dict[str, float]:
+    """ARKit weights in [0, 1] whose shapes reproduce a rest-pose displacement:
+    ``argmin ||sum_k w_k deltas_k - displacement||^2 + TRANSFER_RIDGE ||w||^2`` over the
+    vertices outside the eyeballs (bounded least squares).
+
+    The jaw's opening and the gaze are the fit's jaw and eye rotations, so ``jawOpen`` and the
+    ``eyeLook*`` shapes are left out (weight 0).
+
+    Args:
+        model: the FLAME model data (``weights`` for the eyeballs).
+        names: (A,) ARKit names; deltas: (A, V, 3) the head's ARKit shapes.
+        displacement: (V, 3) the expression to reproduce.
+    """
+    from scipy.optimize import lsq_linear
+
+    eyes = (model.weights[:, 3] > 0.5) | (model.weights[:, 4] > 0.5)
+    used = [k for k, n in enumerate(names) if n != "jawOpen" and not n.startswith("eyeLook")]
+    a = np.asarray(deltas, np.float64)[used][:, ~eyes].reshape(len(used), -1).T
+    b = np.asarray(displacement, np.float64)[~eyes].reshape(-1)
+    scale = float(np.linalg.norm(a, axis=0).mean()) or 1.0
+    a_reg = np.vstack([a, np.sqrt(TRANSFER_RIDGE) * scale * np.eye(len(used))])
+    b_reg = np.concatenate([b, np.zeros(len(used))])
+    w = lsq_linear(a_reg, b_reg, bounds=(0.0, 1.0), method="bvls").x
+    out = {n: 0.0 for n in names}
+    out.update({names[k]: float(v) for k, v in zip(used, w)})
+    return out
+
+
 def capture_photo(engine: Any, identity_shape: np.ndarray | list[float],
                   photo: str | os.PathLike[str] | np.ndarray, max_side: int = 1024,
-                  cancel: CancelFn | None = None) -> FrameResult:
-    """ARKit weights and jaw/eye/head rotations of the face in one photo.
+                  cancel: CancelFn | None = None, own_identity: bool = True) -> FrameResult:
+    """ARKit weights and jaw/eye/head rotations of the face in one photo, for the head whose
+    identity is ``identity_shape``.
+
+    The photo may show another person. With ``own_identity`` (default) identity and expression
+    are separated first: the full FLAME fit of the photo (:func:`fit_photo_flame`, the photo's
+    own identity, FLAME expression, eyelids, jaw, eyes, head) and then the expression, a rest-pose
+    displacement that does not depend on the identity, is solved in ARKit space on the head's
+    own ARKit shapes (:func:`solve_arkit_weights`); jaw, eye and head rotations are the fit's.
+    Without it the ARKit weights are fitted to the landmarks on the head's identity directly
+    (``fit_arkit``), and the shape difference between the two faces leaks into the expression
+    (another face's fuller cheeks read as ``cheekPuff``, its eyes as ``eyeWide``).
 
     Args:
         engine: warm ``Engine``.
         identity_shape: (S',) identity coefficients of the head.
         photo: image path or (H, W, 3) uint8 RGB array.
         max_side: the photo is downscaled to this longer side.
+        own_identity: separate the photo's identity first (default).
     Raises:
         BadInputError: unreadable photo or no face. Cancelled: ``cancel()`` returned True.
     """
@@ -170,10 +251,24 @@ def capture_photo(engine: Any, identity_shape: np.ndarray | list[float],
     rgb = load_image(photo, max_side=max_side).rgb if not isinstance(photo, np.ndarray) \
         else _checked_rgb(photo)
     face, _ = engine.detector.detect_face(rgb)
-    with single_thread():
-        result, _ = CaptureModel(engine, identity_shape).fit(rgb, face.points, None,
-                                                             COLD_ITERATIONS, cancel)
-    return result
+    if not own_identity:
+        with single_thread():
+            result, _ = CaptureModel(engine, identity_shape).fit(rgb, face.points, None,
+                                                                 COLD_ITERATIONS, cancel)
+        return result
+    t0 = time.perf_counter()
+    fit = fit_photo_flame(engine, rgb, face.points, cancel)
+    t1 = time.perf_counter()
+    target = CaptureModel(engine, identity_shape, rig=False)
+    weights = solve_arkit_weights(engine.model, target.names, target.deltas,
+                                  expression_displacement(engine, fit.params))
+    pose = fit.params.pose[0].detach().cpu().numpy().astype(np.float64)
+    return FrameResult(
+        index=0, time_s=0.0, face_found=True, weights=weights,
+        rotations={j: pose[k].tolist() for k, j in enumerate(JOINTS)},
+        translation=fit.params.translation[0].detach().cpu().numpy().astype(float).tolist(),
+        rms_px=round(float(fit.rms_px), 4),
+        timings={"fit_photo": t1 - t0, "solve_arkit": time.perf_counter() - t1})
 
 
 def _checked_rgb(rgb: np.ndarray) -> np.ndarray:

@@ -5,6 +5,7 @@ Usage::
     python scripts/render_head.py BUNDLE [-o OUT.png] [--photo PHOTO] [--engine WORKBENCH|CYCLES]
                                   [--height 384] [--samples 16] [--preset JAW_OPEN ...]
                                   [--preset-mode ADD|REPLACE] [--no-crop]
+                                  [--capture CAPTURE.json ...] [--only-captures] [--columns N]
 
 Runs Blender as a Python module (bpy): the extension is registered straight from this
 checkout, the bundle is imported with ``headrecon.import_bundle`` and rendered through the
@@ -13,7 +14,12 @@ docs/ARCHITECTURE.md "Coordinates and camera"), so the render lines up with the 
 The PNG shows the photo, the render, the render laid over the photo (the photo is found
 with ``--photo``, else by its file name in the bundle folder; without one only the renders
 are written), then one render per ``--preset``: the expression preset added to the captured
-face (``--preset-mode REPLACE``: on a neutral face) with the extension's own operators. Every panel shows the same square region of the
+face (``--preset-mode REPLACE``: on a neutral face) with the extension's own operators,
+then one render per ``--capture``: a ``headrecon capture PHOTO --bundle BUNDLE -o X.json``
+result (Expression from Photo) keyed on the neutral head as the add-on keys it (ARKit keys,
+jaw and eyes; the head keeps the bundle's pose, so only the expression changes).
+``--only-captures`` leaves out the photo and the as-captured render, ``--columns N`` wraps the
+panels into rows of N. Every panel shows the same square region of the
 photo around the head (``--no-crop``: the whole photo), ``--height`` pixels high.
 Workbench (textured, studio light) or Cycles on the CPU (sky light and a key light).
 """
@@ -187,12 +193,13 @@ def find_photo(bundle: Path, result: dict, explicit: Path | None) -> Path | None
 
 
 def compose(renders: list[Path], photo: Path | None, box: tuple[float, float, float, float],
-            out: Path) -> tuple[int, int]:
+            out: Path, columns: int = 0) -> tuple[int, int]:
     """Photo | first render | first render over the photo at ``OVERLAY_OPACITY`` | the other
     renders, on a dark background (without a photo: the renders only).
 
     Args:
         box: the rendered region (x0, y0, x1, y1) in photo pixels.
+        columns: panels per row (0: one row).
 
     Returns:
         (width, height) of the written PNG.
@@ -212,9 +219,11 @@ def compose(renders: list[Path], photo: Path | None, box: tuple[float, float, fl
         over.alpha_composite(Image.fromarray(faded, "RGBA"))
         panels = [picture, panels[0], over] + panels[1:]
     w, h = size
-    sheet = Image.new("RGB", (len(panels) * w + (len(panels) - 1) * GAP, h), BACKGROUND)
+    cols = min(columns, len(panels)) if columns > 0 else len(panels)
+    rows = -(-len(panels) // cols)
+    sheet = Image.new("RGB", (cols * w + (cols - 1) * GAP, rows * h + (rows - 1) * GAP), BACKGROUND)
     for k, panel in enumerate(panels):
-        sheet.paste(panel.convert("RGB"), (k * (w + GAP), 0))
+        sheet.paste(panel.convert("RGB"), ((k % cols) * (w + GAP), (k // cols) * (h + GAP)))
     out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out, optimize=True)
     return sheet.size
@@ -222,9 +231,11 @@ def compose(renders: list[Path], photo: Path | None, box: tuple[float, float, fl
 
 def render_head(bundle: Path, out: Path, photo: Path | None = None, engine: str = "WORKBENCH",
                 height: int = 384, samples: int = 16, presets: tuple[str, ...] = (),
-                crop: bool = True, preset_mode: str = "ADD") -> tuple[int, int]:
+                crop: bool = True, preset_mode: str = "ADD", captures: tuple[Path, ...] = (),
+                only_captures: bool = False, columns: int = 0) -> tuple[int, int]:
     """Import ``bundle`` into an empty scene, render it (as captured, then once per preset
-    applied in ``preset_mode`` to the captured face) and write the composed PNG ``out``.
+    applied in ``preset_mode`` to the captured face, then once per capture JSON keyed on the
+    neutral head) and write the composed PNG ``out``.
 
     Returns:
         (width, height) of the written PNG.
@@ -253,7 +264,21 @@ def render_head(bundle: Path, out: Path, photo: Path | None = None, engine: str 
             renders.append(Path(tmp) / f"render_{k}.png")
             bpy.context.scene.render.filepath = str(renders[-1])
             bpy.ops.render.render(write_still=True)
-        return compose(renders, photo, box, out)
+        key_capture = sys.modules[f"{PACKAGE}.operators.capture_photo"].key_capture
+        scene = bpy.context.scene
+        for k, path in enumerate(captures):
+            doc = json.loads(Path(path).read_text(encoding="utf-8"))
+            for fr in doc["frames"]:  # the expression only: the head keeps the bundle's pose
+                fr["rotations"]["root"] = fr["rotations"]["neck"] = [0.0, 0.0, 0.0]
+            bpy.ops.headrecon.reset_expression(target='NEUTRAL', head_pose=False)
+            key_capture(arm, mesh_obj, doc, scene.frame_current)
+            scene.frame_set(scene.frame_current)
+            renders.append(Path(tmp) / f"capture_{k}.png")
+            scene.render.filepath = str(renders[-1])
+            bpy.ops.render.render(write_still=True)
+        if only_captures and captures:
+            renders, photo = renders[-len(captures):], None
+        return compose(renders, photo, box, out, columns)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -271,10 +296,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="add the presets to the captured face (default) or replace it")
     parser.add_argument("--crop", action=argparse.BooleanOptionalAction, default=True,
                         help="render a square region around the head (default) or the whole photo")
+    parser.add_argument("--capture", action="append", default=[], type=Path,
+                        help="also render this `headrecon capture` JSON (Expression from Photo) "
+                             "on the neutral head; repeatable")
+    parser.add_argument("--only-captures", action="store_true",
+                        help="show only the --capture renders (no photo, no as-captured render)")
+    parser.add_argument("--columns", type=int, default=0, help="panels per row (0: one row)")
     args = parser.parse_args(argv)
     out = args.output or args.bundle / "render.png"
     size = render_head(args.bundle, out, args.photo, args.engine, args.height, args.samples,
-                       tuple(args.preset), args.crop, args.preset_mode)
+                       tuple(args.preset), args.crop, args.preset_mode, tuple(args.capture),
+                       args.only_captures, args.columns)
     print(f"render_head: wrote {out} ({size[0]}x{size[1]})")
     return 0
 

@@ -191,7 +191,7 @@ def test_expression_from_photo_keys_the_current_frame(ext, arkit_bundle: Path,
     smile = [curves[f'key_blocks["{n}"].value'].keyframe_points for n in
              ("mouthSmileLeft", "mouthSmileRight")]
     assert all([p.co[0] for p in pts] == [7.0] for pts in smile)
-    assert np.mean([pts[0].co[1] for pts in smile]) > 0.4  # the smile is captured
+    assert np.mean([pts[0].co[1] for pts in smile]) > 0.3  # the smile is captured (transfer)
     values = [kb.value for kb in shape_keys.key_blocks if kb.name in face_controls.ARKIT_NAMES]
     assert len(values) == 51 and min(values) >= 0.0 and max(values) <= 1.0
     for name in (naming.CAPTURED_KEY, *naming.BLINK_KEYS):  # replaces the photo's expression

@@ -51,7 +51,9 @@ def photos(eval_dir: Path) -> dict[int, Path]:
 
 @pytest.fixture(scope="module")
 def fits(engine: Engine, photos: dict[int, Path]) -> dict[int, FrameResult]:
-    return {i: capture_photo(engine, [], p, max_side=MAX_SIDE) for i, p in photos.items()}
+    """The landmark ARKit fit on the head's identity (``own_identity=False``)."""
+    return {i: capture_photo(engine, [], p, max_side=MAX_SIDE, own_identity=False)
+            for i, p in photos.items()}
 
 
 def _smile(r: FrameResult) -> float:
@@ -314,3 +316,27 @@ def test_synthetic_sequence_recovers_known_weights(engine: Engine) -> None:
         jit[fast] = _jitter(out)
     print(f"steady jitter fast {jit[True]:.4f}, reference {jit[False]:.4f}")
     assert jit[True] <= jit[False] * 1.1
+
+
+# Expression from a photo of another person (issue 13 item 4): identity first, then ARKit.
+TRANSFER_SMILE_MIN = 0.3
+TRANSFER_SPURIOUS_MAX = 0.1  # cheekPuff, mouthPucker, eyeWide on a closed-lips smile
+
+
+def test_expression_transfer_to_another_head(engine: Engine, photos: dict[int, Path]) -> None:
+    """expression_5 (a closed-lips smile) on another identity (random dev-model-sized shape,
+    seed 1): with the photo's own identity fitted first the smile transfers without the other
+    face's shape read as cheekPuff / pout / wide eyes, and with far fewer active shapes than
+    the landmark ARKit fit on the target identity."""
+    target = np.random.default_rng(1).normal(0.0, 1.0, 20)
+    new = capture_photo(engine, target, photos[5], max_side=MAX_SIDE)
+    old = capture_photo(engine, target, photos[5], max_side=MAX_SIDE, own_identity=False)
+    spurious = ("cheekPuff", "mouthPucker", "eyeWideLeft", "eyeWideRight")
+    for name, r in (("own identity", new), ("target identity", old)):
+        print(f"{name}: smile {_smile(r):.2f}, " + ", ".join(
+            f"{n} {r.weights[n]:.2f}" for n in spurious) + f", sum {sum(r.weights.values()):.2f}")
+    assert _smile(new) > TRANSFER_SMILE_MIN
+    assert max(new.weights[n] for n in spurious) < TRANSFER_SPURIOUS_MAX
+    assert sum(new.weights.values()) < 0.5 * sum(old.weights.values())
+    assert new.weights["jawOpen"] == 0.0  # the jaw opens by its rotation (FLAME fit's jaw)
+    assert set(new.rotations) == set(JOINTS) and new.rms_px < MAX_RMS_PX
