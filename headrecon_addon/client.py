@@ -146,12 +146,14 @@ class Backend:
         self.status = "stopped"
         self.message = ""
         self.warning: str | None = None  # e.g. the token travels in clear text
+        self.restart_note: str | None = None  # set by the add-on: it had stopped, was restarted
         self.device: str | None = None
         self.model: str | None = None
         self.job: ClientJob | None = None
         self._events: queue.Queue[dict[str, Any]] = queue.Queue()
         self._started_at = 0.0
         self._next_request = 0
+        self._exited = False  # the backend ended on its own (crash, kill) since the last start
         _LIVE.add(self)
 
     # -------------------------------------------------------------- interface
@@ -176,6 +178,34 @@ class Backend:
         self.status = "busy"
         self._submit(job, options)
         return job
+
+    def alive(self) -> bool:
+        """False when the backend is known to have ended on its own (a local process that
+        exited); a remote server is judged by its requests."""
+        return True
+
+    def ensure_running(self) -> str | None:
+        """Start the backend unless it runs; one that stopped on its own is restarted.
+
+        A local process that died while idle is noticed here even before its exit event
+        arrives, so a Reconstruct never goes to a dead process.
+
+        Returns:
+            A sentence for the user when the backend had stopped and is being restarted, else None.
+        """
+        self.poll()
+        note = None
+        if self.status in ("ready", "busy", "starting") and not self.alive():
+            self.status, self.message = "error", self._death_message()
+            self._fail(self.job, "backend_exited", self.message)
+        if self.status == "error" and self._exited:
+            note = f"{self.message.rstrip('.')}; restarting it."
+        if self.status in ("stopped", "error"):
+            self.start()
+        return note
+
+    def _death_message(self) -> str:
+        return "The backend stopped."
 
     def cancel(self) -> None:
         """Ask the backend to stop the current job (it ends as ``cancelled``)."""
@@ -287,6 +317,7 @@ class Backend:
                 self.status = "error"
         elif kind == "exited" and self.status != "stopped":
             self.message = str(ev.get("message"))
+            self._exited = True
             self._fail(job, "backend_exited", self.message)
             self._kill()
             self.status = "error"
@@ -359,9 +390,18 @@ def _checkout_of(python: Path) -> str | None:
     return None
 
 
+# Lines of a backend's stderr that say why it ended: its own error sentence, an exception's
+# last line, the interpreter's fatal error. Warnings and library chatter (torch, Warp, TFLite)
+# are not causes and are never quoted.
+_CAUSE_RE = re.compile(r"headrecon: error: |Fatal Python error|No module named|[Ee]rror\b|Exception\b|Interrupt\b")
+_NOT_CAUSE_RE = re.compile(r"Warning\b|warning:|warnings\.warn")
+
+
 def exit_message(returncode: int, stderr_tail: deque[str]) -> str:
-    """One sentence for a backend process that ended: how, and its last error line."""
-    last = next((ln for ln in reversed(stderr_tail) if not ln.startswith((" ", "Traceback"))), "")
+    """One sentence for a backend process that ended: how, and its last error line if any."""
+    last = next((ln for ln in reversed(stderr_tail)
+                 if not ln.startswith((" ", "\t", "Traceback")) and _CAUSE_RE.search(ln)
+                 and not _NOT_CAUSE_RE.search(ln)), "")
     if last.startswith("headrecon: error: "):
         last = last[len("headrecon: error: "):]
     how = f"was killed (signal {-returncode})" if returncode < 0 else f"exited with code {returncode}"
@@ -405,11 +445,20 @@ class LocalBackend(Backend):
             raise BackendError(self.message) from None
         self.stderr_tail = deque(maxlen=40)
         self.status, self.message = "starting", ""
+        self._exited = False
         self._started_at = time.monotonic()
         threading.Thread(target=self._read_stdout, daemon=True, name="headrecon-client-stdout",
                          args=(self.proc, self._events, self.stderr_tail, jobs_dir)).start()
         threading.Thread(target=self._read_stderr, args=(self.proc, self.stderr_tail), daemon=True,
                          name="headrecon-client-stderr").start()
+
+    def alive(self) -> bool:
+        return self.proc is None or self.proc.poll() is None
+
+    def _death_message(self) -> str:
+        rc = self.proc.returncode if self.proc is not None else 0
+        self._exited = True
+        return exit_message(rc, self.stderr_tail)
 
     def stop(self) -> None:
         self.status = "stopped"
@@ -531,6 +580,7 @@ class RemoteBackend(Backend):
         self._alive = threading.Event()
         self._alive.set()
         self.status, self.message = "starting", ""
+        self._exited = False
         self._started_at = time.monotonic()
         threading.Thread(target=self._wait_ready, args=(self._alive, self._events), daemon=True,
                          name="headrecon-client-health").start()

@@ -52,8 +52,8 @@ def start_backend(context: bpy.types.Context) -> Backend:
         BackendError: it cannot be started (no or a wrong command, bad remote URL).
     """
     backend = shared_backend(backend_config(context))
-    if backend.status in ("stopped", "error"):
-        backend.start()
+    # A backend that died while idle is restarted here and says so (restart_note).
+    backend.restart_note = backend.ensure_running()
     watch_backend()
     return backend
 
@@ -73,6 +73,8 @@ class HEADRECON_OT_backend_start(bpy.types.Operator):
             return {'CANCELLED'}
         if getattr(backend, "warning", None):
             self.report({'WARNING'}, backend.warning)
+        if backend.restart_note:
+            self.report({'WARNING'}, backend.restart_note)
         self.report({'INFO'}, f"HeadRecon backend: {backend.status_text}")
         redraw_sidebars()
         return {'FINISHED'}

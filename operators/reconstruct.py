@@ -176,7 +176,11 @@ class HEADRECON_OT_reconstruct(ModalTaskOperator, bpy.types.Operator):
             return self._fail(context, str(exc))
         STATE.running, STATE.fraction, STATE.is_error = True, 0.0, False
         STATE.text = "Starting..."
-        return ReconstructTask(backend, photo, quality)
+        task = ReconstructTask(backend, photo, quality)
+        if backend.restart_note:  # it had died while idle: say so, not a stale stderr line
+            self.report({'WARNING'}, backend.restart_note)
+            task.message = STATE.text = backend.restart_note
+        return task
 
     def _fail(self, context: bpy.types.Context, message: str) -> None:
         STATE.running, STATE.text, STATE.is_error = False, message, True

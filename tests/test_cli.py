@@ -58,6 +58,8 @@ def test_reconstruct_writes_complete_bundle(bundle, eval_dir: Path) -> None:
     out, proc = bundle
     res = json.loads((out / "result.json").read_text())
     assert res["format_version"] == 1
+    # Issue 12 item 13: torch's "NumPy array is not writable" warning (detail stage) is gone.
+    assert "UserWarning" not in proc.stderr and "not writable" not in proc.stderr, proc.stderr
     assert res["model"]["n_vertices"] == 5023 and res["model"]["n_faces"] == 9976
     assert len(res["identity"]) == res["model"]["n_shape"]
     assert len(res["expression"]) == res["model"]["n_expr"]

@@ -125,3 +125,45 @@ def test_no_orphan_when_the_parent_ends(tmp_path: Path, assets_dir: Path, how: s
         parent.kill()
     parent.wait(60)
     assert wait_gone(child, 30), f"backend {child} outlived its parent"
+
+
+def test_exit_message_quotes_causes_not_warnings() -> None:
+    """The stderr lines a real backend prints during a job (torch, Warp) are not a cause."""
+    from collections import deque
+
+    from headrecon_addon.client import exit_message
+
+    chatter = deque([
+        "Warp CUDA warning: Could not find or load the NVIDIA CUDA driver. GPU execution will not be available.",
+        "/work/main/backend/appearance/detail.py:536: UserWarning: The given NumPy array is not "
+        "writable, and PyTorch does not support non-writable tensors.",
+        "  image = torch.from_numpy(rgb).to(verts.device, torch.float32) / 255.0",
+    ])
+    assert exit_message(-9, chatter) == "The backend was killed (signal 9)."
+    chatter += ["Traceback (most recent call last):", '  File "x.py", line 1, in <module>',
+                "MemoryError: cannot allocate"]
+    assert exit_message(1, chatter) == "The backend exited with code 1: MemoryError: cannot allocate"
+    assert exit_message(3, deque(["headrecon: error: FLAME file refused."])) == \
+        "The backend exited with code 3: FLAME file refused."
+
+
+def test_killed_while_idle_is_reported_and_restarted(assets_dir: Path) -> None:
+    """Item 13: the process is killed while idle, and the next Reconstruct's start says the
+    backend stopped and restarts it, without quoting a stale stderr line (before: the client
+    stayed 'ready', the job went to the dead process and failed quoting the last stderr line,
+    a torch warning). tests/test_cli.py checks that a job prints no such warning any more."""
+    b = LocalBackend(BackendConfig(command=PY, assets=str(assets_dir), device="cpu"))
+    b.start()
+    poll_until(b, lambda: b.status == "ready", 120)
+    b.stderr_tail.append("/x/torch/nn/modules/module.py:1: UserWarning: something unrelated")
+    first = b.proc.pid
+    os.kill(first, signal.SIGKILL)
+    assert wait_gone(first)
+    assert b.status == "ready"  # nothing polled the client since: it still thinks so
+    note = b.ensure_running()
+    assert note == "The backend was killed (signal 9); restarting it.", note
+    assert b.status == "starting" and b.proc.pid != first
+    poll_until(b, lambda: b.status == "ready", 120)
+    assert b.ensure_running() is None  # running: nothing to say, nothing restarted
+    assert b.proc.poll() is None
+    b.stop()

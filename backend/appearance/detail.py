@@ -533,7 +533,8 @@ def recover_detail(engine: Any, params: FitParams, rgb: np.ndarray, out_dir: str
         verts = engine.flame(params.shape, params.expression, params.pose, params.translation,
                              eyelids=params.eyelids).vertices[0]
     faces = torch.from_numpy(engine.model.faces).to(verts.device)
-    image = torch.from_numpy(rgb).to(verts.device, torch.float32) / 255.0
+    # A copy: the photo array is read-only, and torch.from_numpy warned about it on stderr.
+    image = torch.tensor(rgb, dtype=torch.float32, device=verts.device) / 255.0
     res = recover_displacement(verts, faces, engine.model.v_template, engine.uv, engine.assets,
                                camera_for(params.camera, rgb), image, params.sh, cfg,
                                report=lambda f, m: report(0.7 * f, m), cancel=cancel)
