@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--jobs-dir", default=None, help="folder for per-job folders (default: a temporary one)")
     s.add_argument("--keep-jobs", type=_count(0, 10000), default=8, help="finished job folders kept (default 8)")
     s.add_argument("--max-upload-mb", type=_count(1, 4096), default=32, help="photo size limit in MiB (default 32)")
+    s.add_argument("--request-timeout", type=_number(0, 3600, low_open=True), default=30.0,
+                   help="HTTP: seconds a client has to send a whole request, plus its photo's "
+                        "size at 256 KiB/s; slower clients are dropped (default 30)")
     s.add_argument("--device", default="auto")
     s.add_argument("--flame", default=None)
     s.add_argument("--assets", default=None)

@@ -4,10 +4,13 @@ fetched by bare name from a finished job's bundle folder. Routes in docs/SERVICE
 from __future__ import annotations
 
 import hmac
+import io
 import json
 import logging
 import re
+import socket
 import sys
+import time
 import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -23,6 +26,30 @@ CONTENT_TYPES = {".json": "application/json", ".png": "image/png", ".jpg": "imag
 
 
 _DIGITS = re.compile(r"[0-9]{1,12}")
+REQUEST_DEADLINE_S = 30.0  # a whole request (wait, headers, body) must arrive within this...
+MIN_UPLOAD_BPS = 256 << 10  # ...plus the body's length at this rate (a slow link, not a drip)
+MAX_DRAIN_BYTES = 64 << 10  # an unread body up to this is skipped; a larger one ends the connection
+
+
+class _DeadlineSocketIO(io.RawIOBase):
+    """The request side of a connection with one deadline for the whole request: every
+    receive gets the socket timeout that is left, so a client sending a byte now and then is
+    dropped (a per-receive timeout alone never fires for it)."""
+
+    def __init__(self, sock: socket.socket):
+        super().__init__()
+        self._sock = sock
+        self.deadline = time.monotonic() + REQUEST_DEADLINE_S
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("request deadline passed")
+        self._sock.settimeout(left)
+        return self._sock.recv_into(buffer)
 
 
 def _query(query: str) -> dict[str, list[str]]:
@@ -52,6 +79,24 @@ class _Handler(BaseHTTPRequestHandler):
             raise RequestError("busy", "The service is starting.", 503)
         return svc
 
+    def setup(self) -> None:
+        super().setup()
+        self.rfile.close()  # the stdlib's reader: replaced by one under the request deadline
+        self._incoming = _DeadlineSocketIO(self.connection)
+        self.rfile = io.BufferedReader(self._incoming, 1 << 16)
+
+    def handle_one_request(self) -> None:
+        """One request under the server's deadline (from the wait for it to its last body
+        byte; the body's length at MIN_UPLOAD_BPS is added once it is known).
+
+        A client that is too slow, or gone, ends the connection quietly (debug log only)."""
+        self._incoming.deadline = time.monotonic() + self.server.request_deadline
+        try:
+            super().handle_one_request()
+        except (TimeoutError, ConnectionError, socket.timeout) as exc:
+            log.debug("%s dropped: %s", self.address_string(), exc)
+            self.close_connection = True
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         log.debug("%s %s", self.address_string(), format % args)
 
@@ -78,6 +123,7 @@ class _Handler(BaseHTTPRequestHandler):
         return hmac.compare_digest(given, self.server.token)
 
     def _dispatch(self, method: str) -> None:
+        self.connection.settimeout(self.timeout)  # answers are sent under the plain timeout
         try:
             if len(self.path) > MAX_PATH_CHARS:
                 self._error(414, "bad_request", "Request path too long.")
@@ -85,6 +131,7 @@ class _Handler(BaseHTTPRequestHandler):
             if not self._authorised():
                 self._error(401, "unauthorized", "Missing or wrong bearer token.")
                 return
+            self._skip_unread_body()
             self._route(method)
         except RequestError as exc:
             self._error(exc.http_status, exc.code, exc.message)
@@ -93,6 +140,26 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as exc:  # noqa: BLE001 - one request must never kill the service
             traceback.print_exc(file=sys.stderr)
             self._error(500, "internal", error_message(exc))
+
+    def _skip_unread_body(self) -> None:
+        """A body sent with a request that takes none (GET, DELETE, cancel) is never parsed
+        as the next request: a small one is read and dropped, otherwise (chunked, large, bad
+        length) the connection closes after the answer."""
+        if self.command == "POST" and self.path.split("?", 1)[0].rstrip("/") == "/v1/jobs":
+            return  # the upload: _read_body reads it
+        length = self.headers.get("Content-Length")
+        if self.headers.get("Transfer-Encoding"):
+            self.close_connection = True
+        elif length is not None:
+            if _DIGITS.fullmatch(length) and int(length) <= MAX_DRAIN_BYTES:
+                self._extend_deadline(int(length))
+                if len(self.rfile.read(int(length))) != int(length):
+                    self.close_connection = True
+            else:
+                self.close_connection = True
+
+    def _extend_deadline(self, length: int) -> None:
+        self._incoming.deadline += length / MIN_UPLOAD_BPS
 
     def _route(self, method: str) -> None:
         url = urlsplit(self.path)
@@ -126,6 +193,7 @@ class _Handler(BaseHTTPRequestHandler):
         if int(length) > self.service.max_upload:
             raise RequestError("too_large", f"The photo is larger than the "
                                             f"{self.service.max_upload >> 20} MiB limit.", 413)
+        self._extend_deadline(int(length))
         data = self.rfile.read(int(length))
         if len(data) != int(length):
             raise RequestError("bad_request", "The request body ended early.", 400)
@@ -182,13 +250,26 @@ class HTTPServiceServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, host: str, port: int, token: str):
+    def __init__(self, host: str, port: int, token: str,
+                 request_deadline: float = REQUEST_DEADLINE_S):
         super().__init__((host, port), _Handler)
         self.token = token.encode("utf-8")
         self.service: Service | None = None
+        self.request_deadline = float(request_deadline)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up or timed out is no error of the service: no traceback."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError, socket.timeout)):
+            log.debug("%s: connection ended (%s)", client_address, exc)
+            return
+        super().handle_error(request, client_address)
 
 
-def make_http_server(host: str, port: int, token: str) -> HTTPServiceServer:
+def make_http_server(host: str, port: int, token: str,
+                     request_deadline: float = REQUEST_DEADLINE_S) -> HTTPServiceServer:
     """Bind (not started); set ``server.service`` before ``serve_forever``. OSError if the
-    address is taken. ``server.server_address`` has the actual port (``port`` 0 = any)."""
-    return HTTPServiceServer(host, port, token)
+    address is taken. ``server.server_address`` has the actual port (``port`` 0 = any).
+    ``request_deadline``: seconds a client has to send a whole request (plus its body's
+    length at MIN_UPLOAD_BPS); slower clients are dropped."""
+    return HTTPServiceServer(host, port, token, request_deadline)

@@ -50,7 +50,7 @@ def serve_main(args: argparse.Namespace) -> int:
         if args.host not in ("127.0.0.1", "localhost", "::1"):
             log.warning("HTTP bound to %s: reachable from the network (token required).", args.host)
         try:
-            server = make_http_server(args.host, args.http, token)
+            server = make_http_server(args.host, args.http, token, args.request_timeout)
         except OSError as exc:
             print(f"headrecon: error: cannot listen on {args.host}:{args.http} ({exc.strerror}).",
                   file=sys.stderr)
