@@ -39,6 +39,11 @@ class HeadReconPreferences(bpy.types.AddonPreferences):
                     "no local backend is started")
     token: bpy.props.StringProperty(  # type: ignore[valid-type]
         name="Token", subtype='PASSWORD', description="Bearer token of the remote backend")
+    results_folder: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Results Folder", subtype='DIR_PATH',
+        description="Where reconstructed heads' bundles and textures are kept (empty: beside the "
+                    "saved .blend in <name>_headrecon, else Blender's user data folder "
+                    "datafiles/headrecon/results; never inside the extension)")
     job_timeout: bpy.props.IntProperty(  # type: ignore[valid-type]
         name="Job Timeout (s)", default=900, min=10, max=86400,
         description="A reconstruction running longer is cancelled and the backend stopped")
@@ -55,6 +60,7 @@ class HeadReconPreferences(bpy.types.AddonPreferences):
         col = layout.column(heading="Remote Backend")
         col.prop(self, "remote_url")
         col.prop(self, "token")
+        layout.prop(self, "results_folder")
         layout.prop(self, "job_timeout")
 
 

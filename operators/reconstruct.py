@@ -6,8 +6,9 @@ panel's bar, the cursor progress and the status bar, and Esc cancels. Called fro
 (``bpy.ops.headrecon.reconstruct(photo=..., quality=...)``) the same steps run in a loop
 until the job ends. On any failure the scene is left as it was and one sentence is shown.
 
-Bundles are kept in the extension's user folder (``results/<job id>/``): the imported head
-refers to its texture files there.
+Bundles are kept in ``results_dir()/<job id>/`` (beside the saved .blend, a folder set in the
+preferences, or Blender's user data folder; never in the extension's folders, which an
+uninstall deletes): the imported head refers to its texture files there.
 """
 
 from __future__ import annotations
@@ -52,12 +53,29 @@ class PanelState:
 STATE = PanelState()
 
 
-def results_dir() -> Path:
-    """Where finished bundles are kept (the extension's user folder, else a temp folder)."""
+def results_dir(context: bpy.types.Context | None = None) -> Path:
+    """Where finished bundles (and so the imported heads' texture files) are kept.
+
+    Never inside the extension or its user folder (Blender deletes both when the extension
+    is uninstalled, and the saved .blend files would lose their maps): the folder set in the
+    preferences; else, for a saved .blend, ``<blend folder>/<blend name>_headrecon/`` beside
+    the user's work; else Blender's user data folder (``datafiles/headrecon/results``, kept
+    across uninstalls and upgrades).
+    """
+    from ..preferences import get_preferences
+
+    context = context or bpy.context
     try:
-        return Path(bpy.utils.extension_path_user(ROOT_PACKAGE, path="results", create=True))
-    except ValueError:  # installed as a legacy add-on, not an extension
-        return Path(tempfile.gettempdir()) / "headrecon-results"
+        chosen = get_preferences(context).results_folder.strip()
+    except (KeyError, AttributeError):  # preferences not registered (legacy add-on install)
+        chosen = ""
+    if chosen:
+        return Path(bpy.path.abspath(chosen))
+    if bpy.data.filepath:
+        blend = Path(bpy.data.filepath)
+        return blend.parent / f"{blend.stem}_headrecon"
+    data = bpy.utils.user_resource('DATAFILES', path="headrecon/results", create=True)
+    return Path(data) if data else Path(tempfile.gettempdir()) / "headrecon-results"
 
 
 class ReconstructTask:
@@ -104,7 +122,7 @@ class ReconstructTask:
             if self.backend.status == "ready":
                 try:
                     self.job = self.backend.reconstruct(self.photo, {"quality": self.quality},
-                                                        results_dir())
+                                                        results_dir(context))
                 except BackendError as exc:
                     return self._end("failed", str(exc))
                 self.state, self.message = "running", "Sending the photo..."
