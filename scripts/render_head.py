@@ -2,10 +2,11 @@
 
 Usage::
 
-    python scripts/render_head.py BUNDLE [-o OUT.png] [--photo PHOTO] [--engine WORKBENCH|CYCLES]
+    python scripts/render_head.py BUNDLE [-o OUT.png] [--photo PHOTO] [--engine WORKBENCH|CYCLES|EEVEE]
                                   [--height 384] [--samples 16] [--preset JAW_OPEN ...]
                                   [--preset-mode ADD|REPLACE] [--no-crop]
                                   [--capture CAPTURE.json ...] [--only-captures] [--columns N]
+                                  [--denoise] [--keep-renders DIR]
 
 Runs Blender as a Python module (bpy): the extension is registered straight from this
 checkout, the bundle is imported with ``headrecon.import_bundle`` and rendered through the
@@ -21,7 +22,9 @@ jaw and eyes; the head keeps the bundle's pose, so only the expression changes).
 ``--only-captures`` leaves out the photo and the as-captured render, ``--columns N`` wraps the
 panels into rows of N. Every panel shows the same square region of the
 photo around the head (``--no-crop``: the whole photo), ``--height`` pixels high.
-Workbench (textured, studio light) or Cycles on the CPU (sky light and a key light).
+Workbench (textured, studio light), or Cycles on the CPU or EEVEE (both: the same sky light
+and key light; EEVEE runs headless here through Blender's EGL context, on a software OpenGL
+driver when there is no GPU, so its first render compiles shaders for tens of seconds).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -106,8 +110,10 @@ def crop_box(uv: np.ndarray, width: float, height: float,
 
 
 def setup_scene(bpy: object, arm: object, mesh_obj: object, result: dict, height: int,
-                engine: str, samples: int, crop: bool) -> tuple[float, float, float, float]:
-    """Camera with the bundle's intrinsics, the render region, the chosen engine.
+                engine: str, samples: int, crop: bool,
+                denoise: bool = False) -> tuple[float, float, float, float]:
+    """Camera with the bundle's intrinsics, the render region, the chosen engine
+    (``denoise``: Cycles' OpenImageDenoise).
 
     Returns:
         The rendered region (x0, y0, x1, y1) in photo pixels.
@@ -156,11 +162,20 @@ def setup_scene(bpy: object, arm: object, mesh_obj: object, result: dict, height
     render.image_settings.color_mode = 'RGBA'
     scene.view_settings.view_transform = 'Standard'
     arm.hide_render = True
-    if engine == "CYCLES":
-        render.engine = 'CYCLES'
-        scene.cycles.device = 'CPU'
-        scene.cycles.samples = samples
-        scene.cycles.use_denoising = False
+    if engine in ("CYCLES", "EEVEE"):
+        if engine == "CYCLES":
+            render.engine = 'CYCLES'
+            scene.cycles.device = 'CPU'
+            scene.cycles.samples = samples
+            scene.cycles.use_denoising = denoise
+            scene.cycles.denoiser = 'OPENIMAGEDENOISE'
+        else:
+            render.engine = 'BLENDER_EEVEE'
+            scene.eevee.taa_render_samples = samples
+            # Mesa's software OpenGL (no GPU here) filters textures anisotropically with dark
+            # specks over the cheeks (measured: 8x the cheeks' high-frequency energy of the same
+            # render with plain trilinear filtering); trilinear looks like Cycles.
+            bpy.context.preferences.system.anisotropic_filter = 'FILTER_0'
         world = bpy.data.worlds.new("photo_world")
         if world.node_tree is None:  # Blender < 5.0 creates the node tree on request
             world.use_nodes = True
@@ -171,6 +186,7 @@ def setup_scene(bpy: object, arm: object, mesh_obj: object, result: dict, height
         sun = bpy.data.objects.new("key_light", bpy.data.lights.new("key_light", 'SUN'))
         sun.data.energy = 2.5
         sun.data.angle = 0.3
+        sun.data.use_shadow = True
         tilt = mathutils.Matrix.Rotation(np.radians(KEY_LIGHT_TILT_DEG), 4, 'X')
         sun.matrix_world = camera.matrix_world @ tilt
         scene.collection.objects.link(sun)
@@ -232,10 +248,12 @@ def compose(renders: list[Path], photo: Path | None, box: tuple[float, float, fl
 def render_head(bundle: Path, out: Path, photo: Path | None = None, engine: str = "WORKBENCH",
                 height: int = 384, samples: int = 16, presets: tuple[str, ...] = (),
                 crop: bool = True, preset_mode: str = "ADD", captures: tuple[Path, ...] = (),
-                only_captures: bool = False, columns: int = 0) -> tuple[int, int]:
+                only_captures: bool = False, columns: int = 0, denoise: bool = False,
+                keep_renders: Path | None = None) -> tuple[int, int]:
     """Import ``bundle`` into an empty scene, render it (as captured, then once per preset
     applied in ``preset_mode`` to the captured face, then once per capture JSON keyed on the
-    neutral head) and write the composed PNG ``out``.
+    neutral head) and write the composed PNG ``out``. ``keep_renders``: a folder that gets
+    every panel's render as rendered (RGBA, transparent background): render_0.png, ...
 
     Returns:
         (width, height) of the written PNG.
@@ -254,7 +272,7 @@ def render_head(bundle: Path, out: Path, photo: Path | None = None, engine: str 
     bpy.ops.headrecon.import_bundle(filepath=str(result_path))
     arm = bpy.context.view_layer.objects.active
     mesh_obj = next(c for c in arm.children if c.type == 'MESH')
-    box = setup_scene(bpy, arm, mesh_obj, result, height, engine, samples, crop)
+    box = setup_scene(bpy, arm, mesh_obj, result, height, engine, samples, crop, denoise)
     with tempfile.TemporaryDirectory(prefix="headrecon-render-") as tmp:
         renders = []
         for k, preset in enumerate((None,) + tuple(presets)):
@@ -276,6 +294,10 @@ def render_head(bundle: Path, out: Path, photo: Path | None = None, engine: str 
             renders.append(Path(tmp) / f"capture_{k}.png")
             scene.render.filepath = str(renders[-1])
             bpy.ops.render.render(write_still=True)
+        if keep_renders is not None:
+            keep_renders.mkdir(parents=True, exist_ok=True)
+            for path in renders:
+                shutil.copyfile(path, keep_renders / path.name)
         if only_captures and captures:
             renders, photo = renders[-len(captures):], None
         return compose(renders, photo, box, out, columns)
@@ -287,9 +309,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-o", "--output", type=Path, default=None,
                         help="PNG to write (default: BUNDLE/render.png)")
     parser.add_argument("--photo", type=Path, default=None, help="the photo (default: found in the bundle)")
-    parser.add_argument("--engine", choices=("WORKBENCH", "CYCLES"), default="WORKBENCH")
+    parser.add_argument("--engine", choices=("WORKBENCH", "CYCLES", "EEVEE"), default="WORKBENCH")
     parser.add_argument("--height", type=int, default=384, help="panel height in pixels")
-    parser.add_argument("--samples", type=int, default=16, help="Cycles samples")
+    parser.add_argument("--samples", type=int, default=16, help="Cycles / EEVEE samples")
+    parser.add_argument("--denoise", action="store_true", help="Cycles: OpenImageDenoise")
+    parser.add_argument("--keep-renders", type=Path, default=None,
+                        help="also write every render (RGBA) into this folder")
     parser.add_argument("--preset", action="append", default=[],
                         help="also render this expression preset (e.g. JAW_OPEN, BLINK, SMILE); repeatable")
     parser.add_argument("--preset-mode", choices=("ADD", "REPLACE"), default="ADD",
@@ -306,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.output or args.bundle / "render.png"
     size = render_head(args.bundle, out, args.photo, args.engine, args.height, args.samples,
                        tuple(args.preset), args.crop, args.preset_mode, tuple(args.capture),
-                       args.only_captures, args.columns)
+                       args.only_captures, args.columns, args.denoise, args.keep_renders)
     print(f"render_head: wrote {out} ({size[0]}x{size[1]})")
     return 0
 

@@ -382,18 +382,26 @@ def test_head_bone_turns_the_skull_only(ext, dev_bundle):
     assert np.median(moved[groups["head"] == 0]) < 0.5 * np.median(moved[skull])
 
 
-def test_material_uses_albedo_normal_and_displacement(ext, dev_bundle, tmp_path):
+def _maps_bundle(dev_bundle: Path, folder: Path, normal: bool) -> Path:
     from PIL import Image
 
-    folder = tmp_path / "maps"
     shutil.copytree(dev_bundle, folder)
     Image.new("RGB", (64, 64), (200, 150, 120)).save(folder / "albedo.png")
-    Image.new("RGB", (64, 64), (128, 128, 255)).save(folder / "normal.png")
     Image.new("I;16", (64, 64), 32768).save(folder / "displacement.png")
     result = json.loads((folder / "result.json").read_text())
-    result["files"].update(albedo="albedo.png", normal="normal.png", displacement_png="displacement.png")
+    result["files"].update(albedo="albedo.png", displacement_png="displacement.png")
+    if normal:
+        Image.new("RGB", (64, 64), (128, 128, 255)).save(folder / "normal.png")
+        result["files"]["normal"] = "normal.png"
     result["detail"] = {"displacement": {"blender_displace": {"midlevel": 0.5, "strength": 0.002}}}
     (folder / "result.json").write_text(json.dumps(result))
+    return folder
+
+
+def test_material_uses_albedo_and_one_source_of_detail(ext, dev_bundle, tmp_path):
+    """Normal map on the BSDF, the displacement node left unlinked (never both: issue 14);
+    every image packed into the .blend, so the saved file survives the bundle's removal."""
+    folder = _maps_bundle(dev_bundle, tmp_path / "maps", normal=True)
     _, mesh_obj = _import(folder)
     mat = mesh_obj.data.materials[0]
     nodes = mat.node_tree.nodes
@@ -404,11 +412,32 @@ def test_material_uses_albedo_normal_and_displacement(ext, dev_bundle, tmp_path)
     assert normal_map.bl_idname == 'ShaderNodeNormalMap' and normal_map.uv_map == naming.UV_MAP
     normal_tex = normal_map.inputs["Color"].links[0].from_node
     assert normal_tex.image.colorspace_settings.name == 'Non-Color'
-    disp = out.inputs["Displacement"].links[0].from_node
-    assert disp.bl_idname == 'ShaderNodeDisplacement'
+    assert not out.inputs["Displacement"].links
+    disp = next(n for n in nodes if n.bl_idname == 'ShaderNodeDisplacement')
+    assert not disp.outputs["Displacement"].links
     assert disp.inputs["Scale"].default_value == pytest.approx(0.002)
     assert disp.inputs["Height"].links[0].from_node.image.colorspace_settings.name == 'Non-Color'
-    assert mat.displacement_method == 'BOTH'
+    images = [n.image for n in nodes if n.bl_idname == 'ShaderNodeTexImage']
+    assert len(images) == 3 and all(im.packed_file is not None for im in images)
+    blend = tmp_path / "saved" / "head.blend"
+    blend.parent.mkdir()
+    bpy.ops.wm.save_as_mainfile(filepath=str(blend), copy=True)
+    shutil.rmtree(folder)
+    bpy.ops.wm.open_mainfile(filepath=str(blend))
+    reopened = [im for im in bpy.data.images if im.packed_file is not None]
+    assert len(reopened) == 3 and all(tuple(im.size) == (64, 64) for im in reopened)
+
+
+def test_material_without_normal_map_bumps_the_displacement(ext, dev_bundle, tmp_path):
+    folder = _maps_bundle(dev_bundle, tmp_path / "bump", normal=False)
+    _, mesh_obj = _import(folder)
+    mat = mesh_obj.data.materials[0]
+    nodes = mat.node_tree.nodes
+    bsdf = next(n for n in nodes if n.bl_idname == 'ShaderNodeBsdfPrincipled')
+    out = next(n for n in nodes if n.bl_idname == 'ShaderNodeOutputMaterial')
+    assert not bsdf.inputs["Normal"].links
+    assert out.inputs["Displacement"].links[0].from_node.bl_idname == 'ShaderNodeDisplacement'
+    assert mat.displacement_method == 'BUMP'
 
 
 def test_broken_bundle_reports_one_sentence_and_creates_nothing(ext, dev_bundle, tmp_path):
