@@ -36,6 +36,7 @@ STAGE_WEIGHTS: dict[str, float] = {
     "load": 0.03,
     "landmarks": 0.05,
     "landmarks_net": 0.01,
+    "segmentation": 0.02,
     "fit_landmarks": 0.22,
     "fit_photometric": 0.35,
     "texture": 0.10,
@@ -121,6 +122,12 @@ class Engine:
         # The large-pose landmark network (3DDFA_V2 MobileNet): without it, MediaPipe alone.
         self.tddfa, tddfa_warnings = load_tddfa_weights(device=self.device)
         self.model_warnings += tddfa_warnings
+        from .appearance.segmentation import load_segmenter
+
+        # Skin/hair segmentation (face parser, else hair model); without it the photo is used
+        # whole, with a warning.
+        self.segmenter, seg_warnings = load_segmenter()
+        self.model_warnings += seg_warnings
         self.options = opts
 
     @property
@@ -149,6 +156,7 @@ class Engine:
         leaves any previous content of ``out_dir`` untouched). Returns the result.json dict."""
         opts = options or self.options
         stages = ["load", "landmarks"] + (["landmarks_net"] if self.tddfa is not None else [])
+        stages += ["segmentation"] if self.segmenter is not None else []
         stages += ["fit_landmarks", "fit_photometric"]
         if opts.texture:
             stages += ["texture"]
@@ -190,6 +198,13 @@ class Engine:
             network = self.tddfa.predict(img.rgb, face.points[list(MEDIAPIPE_TO_IBUG68), :2])
             prog.end()
 
+        segmentation, skin = None, None  # skin: (H, W) bool pixels that may colour the head
+        if "segmentation" in stages:
+            prog.begin("segmentation")
+            segmentation = self.segmenter.segment(img.rgb, face.points[:, :2])
+            skin = segmentation.skin_mask()
+            prog.end()
+
         h, w_px = img.rgb.shape[:2]
         prog.begin("fit_landmarks")
         fit = fit_landmarks(self.flame, self.embedding, face.points, image_size=(w_px, h),
@@ -207,7 +222,7 @@ class Engine:
             photo_res = fit_photometric(
                 self.flame, params, image_t, self.uv, fit.landmark_loss, opts.quality, self.assets,
                 progress=lambda s, f, m="": prog.report("fit_photometric", f, m),
-                cancel=prog.is_cancelled)
+                cancel=prog.is_cancelled, pixel_mask=skin)
             params = photo_res.params
             prog.end()
 
@@ -227,13 +242,13 @@ class Engine:
 
             prog.begin("texture")
             texture = sample_photo_texture(img.rgb, verts_view.cpu().numpy(), self.model.faces,
-                                           self.uv, cam, size=1024)
+                                           self.uv, cam, size=1024, skin_mask=skin)
             if "detail" not in stages:  # the albedo is otherwise de-lit with the detail normals
                 from .appearance.albedo import complete_albedo
 
                 written = complete_albedo(self, params, img.rgb, out, texture=texture,
                                           progress=lambda s, f, m="": prog.report("texture", f, m),
-                                          cancel=prog.is_cancelled)
+                                          cancel=prog.is_cancelled, skin_mask=skin)
                 detail_info = written.pop("detail", {})
                 files.update(written)
             prog.end()
@@ -245,7 +260,7 @@ class Engine:
             written = recover_detail(self, params, img.rgb, out,
                                      progress=lambda s, f, m="": prog.report("detail", f, m),
                                      cancel=prog.is_cancelled, quality=opts.quality,
-                                     albedo=opts.texture, texture=texture)
+                                     albedo=opts.texture, texture=texture, skin_mask=skin)
             detail_info = written.pop("detail", {})
             files.update(written)
             prog.end()
@@ -295,8 +310,16 @@ class Engine:
             "quality": {"landmark_rms_px": round(float(fit.rms_px) / scale, 3),
                         "face_seen_fraction": round(seen, 4)},
         }
+        seg_png = None
+        if segmentation is not None:
+            from .appearance.segmentation import segmentation_png
+
+            result["segmentation"] = segmentation.describe()
+            seg_png = segmentation_png(segmentation.resized(*img.original_size))
+        else:
+            result["segmentation"] = {"model": None}
         files.update(write_result_bundle(out, self, params, texture=texture, overlay=overlay,
-                                         arkit=self._arkit_for(params)))
+                                         arkit=self._arkit_for(params), segmentation=seg_png))
         result["files"] = files
         if detail_info:
             result["detail"] = detail_info

@@ -11,7 +11,9 @@ Steps (each idempotent, each prints what it did):
    assets' ``tddfa/`` into ``weights/tddfa/`` (backend/landmarks/tddfa.py).
 4. MediaPipe-105 landmark embedding calibrated on synthetic FLAME renders into
    ``weights/mediapipe_flame_embedding_calibrated.npz`` (backend/landmarks/calibration.py).
-5. Further steps are added below the marked hook by the engineers who own them.
+5. The segmentation models (face parser, hair model) with a licence notice, copied from the
+   assets' ``segmentation/`` into ``weights/segmentation/`` (backend/appearance/segmentation.py).
+6. Further steps are added below the marked hook by the engineers who own them.
 """
 
 from __future__ import annotations
@@ -33,6 +35,11 @@ def setup_weights(assets: str | os.PathLike[str] | None = None) -> None:
     # 3DDFA_V2 MobileNet (MIT, trained on 300W-LP): large-pose 68 landmarks and head pose.
     setup_tddfa(assets_dir(assets))
     # ---- HOOK: further setup steps go here (each idempotent, printing what it did). ----
+
+    # Skin/hair segmentation (face parser, non-commercial weights; hair model, Apache-2.0).
+    from .appearance.segmentation import setup_segmentation
+
+    setup_segmentation(assets_dir(assets))
 
     # ARKit-named shapes on FLAME, transferred from ICT-FaceKit (backend/model/arkit.py).
     from .model.arkit import ensure_arkit_on_flame

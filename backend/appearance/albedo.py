@@ -200,7 +200,8 @@ def complete_albedo(engine: Any, params: FitParams, rgb: np.ndarray, out_dir: st
                     displacement: torch.Tensor | None = None, texture: np.ndarray | None = None,
                     progress: Callable[[str, float, str], None] | None = None,
                     cancel: Callable[[], bool] | None = None,
-                    size: int = ALBEDO_SIZE, stage: str = "texture") -> dict[str, Any]:
+                    size: int = ALBEDO_SIZE, stage: str = "texture",
+                    skin_mask: np.ndarray | None = None) -> dict[str, Any]:
     """Write ``albedo.png`` (``size`` x ``size`` RGB) for a fitted head.
 
     Args:
@@ -211,6 +212,8 @@ def complete_albedo(engine: Any, params: FitParams, rgb: np.ndarray, out_dir: st
         texture: the texture stage's (S, S, 4) photo texture, if already computed (then
             the albedo has its size S); None = sample it here at ``size``.
         progress(stage, fraction, message) under the name ``stage``; cancel() -> bool.
+        skin_mask: (H, W) bool photo pixels that may colour the head, used when the texture
+            is sampled here (``sample_photo_texture``); other texels are completed.
     Returns:
         {"albedo": "albedo.png", "detail": {"albedo": {...}}}: the file name, and under
         "detail" the numbers for result.json's "detail" section.
@@ -225,7 +228,7 @@ def complete_albedo(engine: Any, params: FitParams, rgb: np.ndarray, out_dir: st
     faces = torch.from_numpy(engine.model.faces)
     if texture is None:
         texture = sample_photo_texture(rgb, verts.cpu().numpy(), engine.model.faces, engine.uv,
-                                       params.camera, size=size)
+                                       params.camera, size=size, skin_mask=skin_mask)
     albedo, conf = delit_texels(texture, verts, faces, engine.uv, params.sh, displacement)
     size = texture.shape[0]
     report(0.5, "photo de-lit")

@@ -396,7 +396,8 @@ def recover_displacement(verts_view: torch.Tensor, faces: torch.Tensor, template
                          layout: UVLayout, assets: str | Path, camera: Camera,
                          image: torch.Tensor, sh: torch.Tensor, cfg: DetailConfig,
                          report: Report | None = None,
-                         cancel: Callable[[], bool] | None = None) -> DetailResult:
+                         cancel: Callable[[], bool] | None = None,
+                         pixel_mask: torch.Tensor | None = None) -> DetailResult:
     """Shape-from-shading on a fitted head (the core of the detail stage; writes nothing).
 
     Args:
@@ -404,6 +405,8 @@ def recover_displacement(verts_view: torch.Tensor, faces: torch.Tensor, template
         template: (V, 3) FLAME template (for the mirror map).
         layout: UV layout; assets: assets folder (region masks); camera: camera of ``image``.
         image: (H, W, 3) float photo in [0, 1]; sh: (1, 9, 3) fitted lighting.
+        pixel_mask: optional (H, W) bool photo pixels that may be used (skin; hair and the
+            rest of ``Segmentation.skin_mask``'s exclusions never shape the displacement).
     Returns:
         DetailResult.
     """
@@ -415,7 +418,10 @@ def recover_displacement(verts_view: torch.Tensor, faces: torch.Tensor, template
     mirror = torch.from_numpy(mirror_map(template, faces.cpu().numpy(), layout, R)).to(dev)
     frames = texel_frames(verts_view, faces, layout, R)
     pix = visible_pixels(verts_view, faces, layout, camera, image)
-    pix = pix.subset(region.reshape(-1)[texel_of(pix.uv, R)] & (pix.facing > cfg.min_facing_cos))
+    keep = region.reshape(-1)[texel_of(pix.uv, R)] & (pix.facing > cfg.min_facing_cos)
+    if pixel_mask is not None:
+        keep &= pixel_mask.to(dev)[pix.rows, pix.cols]
+    pix = pix.subset(keep)
     color, weight = splat(pix, R)
     seen = (weight > 0.5) & ~torch.from_numpy(region_mask(assets, DATA_EXCLUDE, R)).to(dev)
     texel_mm = float(torch.median(frames.len_u[region])) * 1000.0 / R if bool(region.any()) else 1.0
@@ -504,7 +510,8 @@ def recover_detail(engine: Any, params: FitParams, rgb: np.ndarray, out_dir: str
                    progress: Callable[[str, float, str], None] | None = None,
                    cancel: Callable[[], bool] | None = None,
                    quality: str = "default", albedo: bool = True,
-                   texture: np.ndarray | None = None) -> dict[str, Any]:
+                   texture: np.ndarray | None = None,
+                   skin_mask: np.ndarray | None = None) -> dict[str, Any]:
     """The pipeline's detail stage: displacement and normal maps, then the de-lit albedo.
 
     Args:
@@ -514,6 +521,8 @@ def recover_detail(engine: Any, params: FitParams, rgb: np.ndarray, out_dir: str
         out_dir: bundle folder; progress(stage, fraction, message); cancel() -> bool.
         quality: "fast" | "default" | "best"; albedo: also write albedo.png, de-lit with
             the detailed normals; texture: the texture stage's photo texture, if computed.
+        skin_mask: optional (H, W) bool photo pixels of skin (``Segmentation.skin_mask``);
+            only those feed the displacement and, when sampled here, the albedo.
     Returns:
         {"displacement": "displacement.npy", "displacement_png": "displacement.png",
          "normal": "normal.png", "albedo": "albedo.png", "detail": {...}}: file names, and
@@ -537,7 +546,9 @@ def recover_detail(engine: Any, params: FitParams, rgb: np.ndarray, out_dir: str
     image = torch.tensor(rgb, dtype=torch.float32, device=verts.device) / 255.0
     res = recover_displacement(verts, faces, engine.model.v_template, engine.uv, engine.assets,
                                camera_for(params.camera, rgb), image, params.sh, cfg,
-                               report=lambda f, m: report(0.7 * f, m), cancel=cancel)
+                               report=lambda f, m: report(0.7 * f, m), cancel=cancel,
+                               pixel_mask=None if skin_mask is None
+                               else torch.from_numpy(np.ascontiguousarray(skin_mask)))
     files = write_detail_maps(out, res.displacement, res.frames)
     info = files.pop("info")
     info.update({"photometric_error_coarse": res.error_coarse,
@@ -548,6 +559,7 @@ def recover_detail(engine: Any, params: FitParams, rgb: np.ndarray, out_dir: str
     if albedo:
         alb = complete_albedo(engine, params, rgb, out, displacement=res.displacement,
                               texture=texture, cancel=cancel, stage="detail",
+                              skin_mask=skin_mask,
                               progress=lambda s, f, m: report(0.75 + 0.25 * f, m))
         detail.update(alb.pop("detail"))
         files.update(alb)

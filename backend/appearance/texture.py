@@ -134,23 +134,40 @@ def bilinear_sample(image: np.ndarray, pixels: np.ndarray) -> np.ndarray:
     return top * (1 - fy) + bottom * fy
 
 
+def footprint_in_mask(mask: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+    """(N,) bool: all four photo pixels a bilinear lookup at ``pixels`` (N, 2) reads lie in
+    ``mask`` (H, W) bool (edge-clamped like ``bilinear_sample``)."""
+    H, W = mask.shape
+    x0 = np.clip(np.floor(pixels[:, 0] - 0.5).astype(np.int64), 0, W - 1)
+    y0 = np.clip(np.floor(pixels[:, 1] - 0.5).astype(np.int64), 0, H - 1)
+    x1, y1 = np.minimum(x0 + 1, W - 1), np.minimum(y0 + 1, H - 1)
+    return mask[y0, x0] & mask[y0, x1] & mask[y1, x0] & mask[y1, x1]
+
+
 def sample_photo_texture(image: np.ndarray, verts_view: np.ndarray | torch.Tensor,
                          faces: np.ndarray | torch.Tensor, layout: UVLayout, camera: Camera,
-                         size: int = 1024) -> np.ndarray:
+                         size: int = 1024, skin_mask: np.ndarray | None = None) -> np.ndarray:
     """UV texture of the photo over the fitted head.
 
     Args:
         image: (H, W, 3) uint8 RGB photo; the camera may belong to a resized copy of it.
         verts_view: (V, 3) fitted head in the view frame; faces: (F, 3).
         layout: FLAME UV layout; camera: the fit's camera; size: texture side in texels.
+        skin_mask: optional (H, W) bool, the photo pixels that may colour the head
+            (``Segmentation.skin_mask``); texels reading any other pixel count as unseen, so
+            hair, glasses, clothing or background never reach the skin texels.
     Returns:
         (size, size, 4) uint8 RGBA, row 0 = top (v = 1); alpha 255 where the texel's
-        surface point is visible in the photo, 0 elsewhere (RGB 0 there).
+        surface point is visible in the photo (and on skin), 0 elsewhere (RGB 0 there).
     """
     cam = camera.for_photo(image)
     proj = project_texels(verts_view, faces, layout, cam, size)
     tex = np.zeros((size, size, 4), np.uint8)
     vis = proj.visible
+    if skin_mask is not None:
+        if skin_mask.shape != image.shape[:2]:
+            raise ValueError("skin_mask must have the photo's (H, W).")
+        vis = vis & footprint_in_mask(skin_mask, proj.pixels)
     rgb = bilinear_sample(image, proj.pixels[vis])
     tex[proj.rows[vis], proj.cols[vis], :3] = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
     tex[proj.rows[vis], proj.cols[vis], 3] = 255

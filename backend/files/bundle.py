@@ -371,7 +371,8 @@ def write_head_files(out: str | os.PathLike[str], model: ModelArrays, uv: np.nda
 def write_result_bundle(out: str | os.PathLike[str], engine: _EngineLike, params: Any,
                         texture: Any = None, albedo: Any = None,
                         overlay: Any = None,
-                        arkit: tuple[list[str], np.ndarray] | None = None) -> dict[str, str]:
+                        arkit: tuple[list[str], np.ndarray] | None = None,
+                        segmentation: Any = None) -> dict[str, str]:
     """Write the pipeline's bundle files except result.json into ``out``.
 
     Args:
@@ -380,6 +381,9 @@ def write_result_bundle(out: str | os.PathLike[str], engine: _EngineLike, params
         params: backend.model.params.FitParams (batch 1); ``params.numpy()`` gives the arrays.
         texture, albedo: (H, W, 3|4) UV images or None; overlay: (H, W, 3) or None.
         arkit: optional (names, (A, V, 3) deltas) ARKit shapes adapted to this identity.
+        segmentation: the photo's label map in photo pixels, a palette ``PIL.Image`` whose
+            pixel values are label ids (``appearance.segmentation.segmentation_png``) or an
+            (H, W) uint8 array; written as ``segmentation.png``.
     Returns:
         The ``files`` table entries written: role -> file name.
     """
@@ -388,6 +392,13 @@ def write_result_bundle(out: str | os.PathLike[str], engine: _EngineLike, params
     for role, image in (("texture", texture), ("albedo", albedo), ("overlay", overlay)):
         if image is not None:
             files[role] = write_png(Path(out) / f"{role}.png", image).name
+    if segmentation is not None:
+        path = Path(out) / "segmentation.png"
+        if hasattr(segmentation, "save"):
+            segmentation.save(path)
+        else:
+            write_png(path, np.asarray(segmentation, np.uint8)[..., None])
+        files["segmentation"] = path.name
     return files
 
 

@@ -51,6 +51,7 @@ from .render import rasterize, sh_basis, sh_shading, vertex_normals
 from ..model.uv import UVLayout
 
 MEAN_TEXTURE_RELPATH = "uv/mean_texture.jpg"
+SKIN_MASK_MIN = 0.99  # a crop pixel is used when its resampled skin-mask value exceeds this
 UV_MASKS_RELPATH = "masks/flame_uv_masks_2048.npz"
 VERTEX_MASKS_RELPATH = "masks/flame_vertex_masks.npz"
 STAGE = "fit_photometric"
@@ -386,7 +387,8 @@ def _unit_shading_gauge(sh: torch.Tensor, log_gain: torch.Tensor,
 def fit_photometric(flame: FLAME, params: FitParams, image: torch.Tensor | np.ndarray, layout: UVLayout,
                     landmark_loss: Callable[[FitParams], torch.Tensor] | None, quality: str,
                     assets_dir: str | os.PathLike[str], progress: ProgressFn | None = None,
-                    cancel: CancelFn | None = None) -> PhotometricResult:
+                    cancel: CancelFn | None = None,
+                    pixel_mask: torch.Tensor | np.ndarray | None = None) -> PhotometricResult:
     """Refine lighting, albedo and (slightly) geometry against the photo.
 
     Args:
@@ -400,6 +402,8 @@ def fit_photometric(flame: FLAME, params: FitParams, image: torch.Tensor | np.nd
         assets_dir: assets folder (mean texture, UV and vertex masks).
         progress: ``progress(stage, fraction, message)``; cancel: ``cancel() -> bool``, checked
             every iteration (raises Cancelled).
+        pixel_mask: optional (H, W) bool photo pixels the photo loss may use (skin, from
+            ``Segmentation.skin_mask``): hair, glasses and clothing stay out of the fit.
     Returns:
         PhotometricResult.
     """
@@ -440,6 +444,14 @@ def fit_photometric(flame: FLAME, params: FitParams, image: torch.Tensor | np.nd
                                                   settings.size)
         target, valid = crop_image(img, x0, y0, side, settings.size)
         valid &= target.max(-1).values < SATURATED  # clipped highlights carry no shading
+        if pixel_mask is not None:  # crop pixels wholly inside the skin mask
+            m = pixel_mask.to(device=device, dtype=torch.float32) if isinstance(
+                pixel_mask, torch.Tensor) else torch.tensor(
+                np.asarray(pixel_mask), dtype=torch.float32, device=device)
+            if m.shape != img.shape[:2]:
+                raise ValueError("pixel_mask must have the photo's (H, W).")
+            valid &= crop_image(m[..., None].expand(-1, -1, 3), x0, y0, side,
+                                settings.size)[0][..., 0] > SKIN_MASK_MIN
         target, valid = target.reshape(-1, 3), valid.reshape(-1)
     scene = _Scene(flame, layout, crop_cam, skin_uv)
     albedo = _Albedo(mean_tex)
