@@ -3,14 +3,18 @@
 Export presets (the settings of Blender's own exporters for one head):
 
 * ``GLB``: glTF binary. Morph targets with their names (``mesh.extras.targetNames``) and
-  normals, the skin, every action of the head (one glTF animation per action: pose-bone
+  normals, tangents (the material's normal map is tangent-space, so viewers must not guess
+  them), the skin (the skinned mesh node is written beside the armature node, not under it:
+  glTF ignores a skinned node's own transform, and importers then add no extra Empty), every action of the head (one glTF animation per action: pose-bone
   rotations and morph weights of the same action end up in one animation), Y-up.
 * ``FBX_UNREAL``: FBX for Unreal Engine. Armature + mesh only, no leaf bones, Blender's
   bone axes kept (primary Y, secondary X: a bone's local X stays the nod / jaw-open axis in
   the engine as in Blender), -Z forward / Y up (the FBX default the Unreal importer
   converts), units applied to the object transforms (``FBX_SCALE_NONE``: metres become
   Unreal's centimetres), face smoothing (Unreal warns without smoothing groups), the active
-  action baked. The armature object is written as ``Armature``, the one root-node name
+  action baked over the keyed frame range of the head's action(s) into one take named after
+  the action (the exporter names the take after the scene and bakes the scene's range; both
+  are set for the export only). The armature object is written as ``Armature``, the one root-node name
   Unreal's FBX importer skips, so the skeleton's root is the ``root`` bone instead of an
   extra bone named after the object.
 * ``FBX_UNITY``: FBX for Unity. As Unreal, but all scaling in the FBX unit
@@ -32,6 +36,7 @@ The FLAME eyelid keys are spelled ``FlameBlink*`` so they never collide with ARK
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -70,6 +75,9 @@ class ExportPreset:
         rename: default rename profile id.
         armature_node_name: name the armature object gets in the file, or None (its own).
         settings: keyword arguments of the exporter operator (without ``filepath``).
+        mesh_beside_armature: write the mesh unparented from the armature (glTF).
+        take_from_action: bake the head action's keyed frame range into a take named after
+            the action (FBX).
     """
 
     id: str
@@ -80,6 +88,8 @@ class ExportPreset:
     rename: str
     armature_node_name: str | None
     settings: Mapping[str, Any] = field(default_factory=dict)
+    mesh_beside_armature: bool = False
+    take_from_action: bool = False
 
 
 @dataclass(frozen=True)
@@ -106,6 +116,7 @@ _GLTF_SETTINGS: dict[str, Any] = {
     "export_yup": True,
     "export_texcoords": True,
     "export_normals": True,
+    "export_tangents": True,
     "export_materials": 'EXPORT',
     "export_image_format": 'AUTO',
     "export_skins": True,
@@ -157,13 +168,16 @@ _FBX_COMMON: dict[str, Any] = {
 
 EXPORT_PRESETS: tuple[ExportPreset, ...] = (
     ExportPreset("GLB", "glTF Binary (.glb)", "glTF binary: named morph targets, skin, "
-                 "animations", "gltf", ".glb", "NONE", None, MappingProxyType(_GLTF_SETTINGS)),
+                 "animations", "gltf", ".glb", "NONE", None, MappingProxyType(_GLTF_SETTINGS),
+                 mesh_beside_armature=True),
     ExportPreset("FBX_UNREAL", "FBX for Unreal", "FBX with Unreal's axes, units and root; "
                  "PascalCase names", "fbx", ".fbx", "UNREAL", UNREAL_ROOT_NODE,
-                 MappingProxyType({**_FBX_COMMON, "apply_scale_options": 'FBX_SCALE_NONE'})),
+                 MappingProxyType({**_FBX_COMMON, "apply_scale_options": 'FBX_SCALE_NONE'}),
+                 take_from_action=True),
     ExportPreset("FBX_UNITY", "FBX for Unity", "FBX with Unity's axes and scale 1; camelCase "
                  "ARKit names", "fbx", ".fbx", "ARKIT", None,
-                 MappingProxyType({**_FBX_COMMON, "apply_scale_options": 'FBX_SCALE_ALL'})),
+                 MappingProxyType({**_FBX_COMMON, "apply_scale_options": 'FBX_SCALE_ALL'}),
+                 take_from_action=True),
 )
 EXPORT_PRESETS_BY_ID: dict[str, ExportPreset] = {p.id: p for p in EXPORT_PRESETS}
 
@@ -242,6 +256,18 @@ def rename_map(profile_id: str, key_names: Iterable[str], bone_names: Iterable[s
         keys=_one_map(keys, style, [k for k in keys if _is_renamed_key(k)], "shape keys"),
         bones=_one_map(bones, style, [b for b in bones if b in naming.BONE_NAMES], "bones"),
     )
+
+
+def keyed_frame_range(ranges: Iterable[tuple[float, float]]) -> tuple[int, int] | None:
+    """Whole frames covering every (start, end) keyed range (an action's ``frame_range``);
+    None when there is none."""
+    ranges = list(ranges)
+    if not ranges:
+        return None
+    start = min(r[0] for r in ranges)
+    end = max(r[1] for r in ranges)
+    first, last = int(math.floor(start + 1e-6)), int(math.ceil(end - 1e-6))
+    return first, max(first, last)
 
 
 def export_path(path: str, preset_id: str) -> str:

@@ -6,13 +6,19 @@ and (Unreal) the armature object is called ``Armature``; names, selection and ac
 object are restored afterwards, also when the exporter fails. Renaming a bone or a shape
 key through Blender's API also renames vertex groups, animation paths and driver targets,
 so restoring the names restores the head exactly.
+
+Also for the export only: glTF gets the mesh unparented from the armature (same world
+matrix; the Armature modifier keeps the skin), so the file has the skinned mesh node beside
+the armature node; FBX gets the scene's frame range set to the keyed range of the head's
+action(s) and the scene named after the action (the FBX exporter names its take after the
+scene). Parent, frame range and scene name are restored afterwards.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 import bpy
 
@@ -72,6 +78,58 @@ def _renamed(armature: bpy.types.Object, mesh_obj: bpy.types.Object, mapping: ep
         yield
     finally:
         _rename_all(originals)
+
+
+def _head_actions(armature: bpy.types.Object, mesh_obj: bpy.types.Object) -> list[bpy.types.Action]:
+    """The actions of the armature and of the head's shape keys (each once)."""
+    owners = (armature, mesh_obj.data.shape_keys)
+    actions = [o.animation_data.action for o in owners
+               if o is not None and o.animation_data is not None and o.animation_data.action is not None]
+    return list(dict.fromkeys(actions))
+
+
+@contextmanager
+def _mesh_beside_armature(mesh_obj: bpy.types.Object) -> Iterator[None]:
+    """The mesh without its parent (same world matrix) for the duration of the block."""
+    parent, parent_type, bone = mesh_obj.parent, mesh_obj.parent_type, mesh_obj.parent_bone
+    basis, inverse = mesh_obj.matrix_basis.copy(), mesh_obj.matrix_parent_inverse.copy()
+    world = mesh_obj.matrix_world.copy()
+    mesh_obj.parent = None
+    mesh_obj.matrix_world = world
+    try:
+        yield
+    finally:
+        mesh_obj.parent, mesh_obj.parent_type, mesh_obj.parent_bone = parent, parent_type, bone
+        mesh_obj.matrix_parent_inverse = inverse
+        mesh_obj.matrix_basis = basis
+
+
+@contextmanager
+def _take_from_action(scene: bpy.types.Scene, actions: list[bpy.types.Action]) -> Iterator[str | None]:
+    """Scene frame range = the actions' keyed range and scene name = the first action's name
+    for the duration of the block; yields a warning sentence or None."""
+    keyed = ep.keyed_frame_range([tuple(a.frame_range) for a in actions])
+    if keyed is None:
+        yield None
+        return
+    saved = (scene.name, scene.frame_start, scene.frame_end)
+    name = actions[0].name
+    warning = None
+    if name != scene.name and name in bpy.data.scenes:
+        warning = f"A scene named {name} exists, so the FBX take keeps the scene's name {scene.name}."
+        name = scene.name
+    # frame_end first when moving the range up, frame_start first when moving it down
+    scene.frame_end = max(keyed[1], scene.frame_start)
+    scene.frame_start = keyed[0]
+    scene.frame_end = keyed[1]
+    scene.name = name
+    try:
+        yield warning
+    finally:
+        scene.name = saved[0]
+        scene.frame_end = max(saved[2], scene.frame_start)
+        scene.frame_start = saved[1]
+        scene.frame_end = saved[2]
 
 
 class HEADRECON_OT_export_head(face_rig.HeadPoll, bpy.types.Operator):
@@ -136,8 +194,16 @@ class HEADRECON_OT_export_head(face_rig.HeadPoll, bpy.types.Operator):
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         exporter = (bpy.ops.export_scene.gltf if preset.exporter == "gltf"
                     else bpy.ops.export_scene.fbx)
-        with _only_selected(context, [armature, mesh_obj]), \
-                _renamed(armature, mesh_obj, mapping, node):
+        with ExitStack() as stack:
+            stack.enter_context(_only_selected(context, [armature, mesh_obj]))
+            stack.enter_context(_renamed(armature, mesh_obj, mapping, node))
+            if preset.mesh_beside_armature:
+                stack.enter_context(_mesh_beside_armature(mesh_obj))
+            if preset.take_from_action:
+                warning = stack.enter_context(
+                    _take_from_action(context.scene, _head_actions(armature, mesh_obj)))
+                if warning is not None:
+                    self.report({'WARNING'}, warning)
             result = exporter(filepath=path, **dict(preset.settings))
         if 'FINISHED' not in result:
             self.report({'ERROR'}, f"The {preset.label} exporter did not finish.")

@@ -94,3 +94,12 @@ def test_export_path() -> None:
     assert ep.export_path("/tmp/head.FBX", "GLB") == "/tmp/head.glb"
     assert ep.export_path("/tmp/head.glb", "FBX_UNITY") == "/tmp/head.fbx"
     assert ep.export_path("/tmp/head.v2.fbx", "FBX_UNREAL") == "/tmp/head.v2.fbx"
+
+
+def test_keyed_frame_range_covers_every_action_in_whole_frames():
+    from headrecon_addon.export_profiles import keyed_frame_range
+
+    assert keyed_frame_range([]) is None
+    assert keyed_frame_range([(1.0, 10.0)]) == (1, 10)
+    assert keyed_frame_range([(1.0, 10.0), (-2.5, 4.2)]) == (-3, 10)
+    assert keyed_frame_range([(5.0, 5.0)]) == (5, 5)

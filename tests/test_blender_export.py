@@ -38,7 +38,16 @@ def ext_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def arkit_bundle(tmp_path_factory: pytest.TempPathFactory, assets_dir: Path) -> Path:
-    return write_arkit_bundle(tmp_path_factory.mktemp("bundles") / "arkit", assets_dir, seed=8)
+    """The ARKit dev bundle with an albedo and a tangent-space normal map (the material's)."""
+    from PIL import Image
+
+    folder = write_arkit_bundle(tmp_path_factory.mktemp("bundles") / "arkit", assets_dir, seed=8)
+    Image.new("RGB", (64, 64), (200, 150, 120)).save(folder / "albedo.png")
+    Image.new("RGB", (64, 64), (140, 120, 250)).save(folder / "normal.png")
+    result = json.loads((folder / "result.json").read_text())
+    result["files"].update(albedo="albedo.png", normal="normal.png")
+    (folder / "result.json").write_text(json.dumps(result))
+    return folder
 
 
 @pytest.fixture
@@ -143,11 +152,38 @@ def test_glb_export(animated_head, tmp_path):
     quats = accessor(gltf, blob, jaw["output"])
     assert _quat_angle(quats[0], quats[-1]) == pytest.approx(JAW_ANGLE, abs=1e-5)
 
+    # the normal map comes with tangents; the skinned mesh node sits beside the armature node
+    (material,) = gltf["materials"]
+    assert "normalTexture" in material
+    assert all("TANGENT" in p["attributes"] for p in mesh["primitives"])
+    roots = [nodes[k] for k in gltf["scenes"][gltf.get("scene", 0)]["nodes"]]
+    assert sorted(roots) == sorted([arm.name, mesh_obj.name])
+    assert mesh_obj.parent == arm  # restored after the export
+
     report = validate(path)
-    errors = [m for m in report["issues"]["messages"] if m["severity"] == 0]
-    assert report["issues"]["numErrors"] == 0, errors
+    problems = [m for m in report["issues"]["messages"] if m["severity"] <= 1]
+    assert report["issues"]["numErrors"] == 0 and report["issues"]["numWarnings"] == 0, problems
     assert report["info"]["hasMorphTargets"] and report["info"]["hasSkins"]
     assert report["info"]["animationCount"] == 1
+
+
+
+def test_glb_reimports_without_an_extra_empty(animated_head, tmp_path):
+    """The mesh node beside the armature node: Blender's importer moves it under the armature
+    and adds no Empty. (With morph-weight animation the importer always leaves the animated
+    mesh node behind as an Empty, wherever the node is: io_import vnode.move_skinned_meshes,
+    so the head's keys are cleared here.)"""
+    arm, mesh_obj, _ = animated_head
+    arm.animation_data_clear()
+    mesh_obj.data.shape_keys.animation_data_clear()
+    path = tmp_path / "still.glb"
+    assert bpy.ops.headrecon.export_head(filepath=str(path), preset='GLB') == {'FINISHED'}
+    bpy.ops.wm.read_homefile(use_empty=True)
+    assert bpy.ops.import_scene.gltf(filepath=str(path), disable_bone_shape=True) == {'FINISHED'}
+    objs = {o.type: o for o in bpy.data.objects}
+    assert sorted(o.type for o in bpy.data.objects) == ['ARMATURE', 'MESH']
+    assert objs['MESH'].parent == objs['ARMATURE']
+    assert len(objs['MESH'].data.vertices) >= 5023  # glTF splits the UV seams
 
 
 def test_glb_rename_profile_applies_to_the_file_only(animated_head, tmp_path):
@@ -225,6 +261,26 @@ def test_fbx_export_reimports_with_the_same_shape_keys(animated_head, tmp_path, 
     assert new_key.value == pytest.approx(0.0, abs=1e-6)
     bpy.context.scene.frame_set(10)
     assert new_key.value == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("preset", ["FBX_UNREAL", "FBX_UNITY"])
+def test_fbx_take_is_the_keyed_range_named_after_the_action(animated_head, tmp_path, preset):
+    arm, mesh_obj, _ = animated_head
+    scene = bpy.context.scene
+    scene.frame_start, scene.frame_end = 1, 250  # wider than the keys (frames 1..10)
+    scene_name = scene.name
+    action = arm.animation_data.action.name
+    path = tmp_path / "take.fbx"
+    assert bpy.ops.headrecon.export_head(filepath=str(path), preset=preset) == {'FINISHED'}
+    assert (scene.name, scene.frame_start, scene.frame_end) == (scene_name, 1, 250)
+
+    bpy.ops.wm.read_homefile(use_empty=True)
+    assert bpy.ops.import_scene.fbx(filepath=str(path), anim_offset=0.0) == {'FINISHED'}
+    # Blender's importer names actions "<object>|<take>"; the baked keys span frames 1..10
+    takes = {a.name.split("|")[-1] for a in bpy.data.actions}
+    assert takes == {action}, takes
+    ranges = {tuple(round(f) for f in a.frame_range) for a in bpy.data.actions}
+    assert ranges == {(1, 10)}, ranges
 
 
 def test_unreal_root_name_taken_keeps_the_armature_name(animated_head, tmp_path):
