@@ -116,4 +116,13 @@ def object_names(photo_stem: str) -> dict[str, str]:
         "armature": f"{photo_stem}_rig",
         "mesh": f"{photo_stem}_head",
         "material": f"{photo_stem}_skin",
+        "eye_material": f"{photo_stem}_eyes",
     }
+
+# FLAME topology: the eyeball vertices (assets masks left_eyeball / right_eyeball), half-open
+# ranges, subject's left (+X) first. They get the eye material (builder/eyes.py).
+EYEBALL_VERTEX_RANGES: tuple[tuple[int, int], ...] = ((3931, 4477), (4477, 5023))
+FLAME_VERTEX_COUNT = 5023
+EYE_UV_MAP = "EyeUV"
+# Iris colour (sRGB 0..1) when result.json has no ``iris_color``: a mid brown.
+DEFAULT_IRIS_SRGB: tuple[float, float, float] = (0.36, 0.22, 0.12)

@@ -153,8 +153,8 @@ def test_glb_export(animated_head, tmp_path):
     assert _quat_angle(quats[0], quats[-1]) == pytest.approx(JAW_ANGLE, abs=1e-5)
 
     # the normal map comes with tangents; the skinned mesh node sits beside the armature node
-    (material,) = gltf["materials"]
-    assert "normalTexture" in material
+    skin_material, eye_material = gltf["materials"]  # the skin, the eyeballs (builder/eyes.py)
+    assert "normalTexture" in skin_material and eye_material["name"].endswith("_eyes")
     assert all("TANGENT" in p["attributes"] for p in mesh["primitives"])
     roots = [nodes[k] for k in gltf["scenes"][gltf.get("scene", 0)]["nodes"]]
     assert sorted(roots) == sorted([arm.name, mesh_obj.name])

@@ -476,3 +476,45 @@ def test_failed_build_removes_what_it_created(ext, dev_bundle):
         builder.build_head(bpy.context, bundle)
     assert {n: len(getattr(bpy.data, n)) for n in blocks} == blocks
     assert bpy.context.view_layer.objects.active == cube and bpy.context.mode == 'OBJECT'
+
+
+def test_eyeballs_get_their_own_material_and_follow_the_eye_bones(ext, dev_bundle, tmp_path):
+    """Issue 14 part 2 (Blender side): eyeball faces use the eye material (iris colour from
+    result.json's iris_color), the eye UV map puts the pupil at the eyeball's front pole, and
+    a turned eye bone moves its eyeball."""
+    folder = tmp_path / "eyes"
+    shutil.copytree(dev_bundle, folder)
+    result = json.loads((folder / "result.json").read_text())
+    result["iris_color"] = [0.2, 0.4, 0.7]
+    (folder / "result.json").write_text(json.dumps(result))
+    arm, mesh_obj = _import(folder)
+    mesh = mesh_obj.data
+    assert [m.name.rsplit("_", 1)[-1] for m in mesh.materials] == ["skin", "eyes"]
+    index = np.empty(len(mesh.polygons), np.int32)
+    mesh.polygons.foreach_get("material_index", index)
+    verts = np.array([list(p.vertices) for p in mesh.polygons])
+    eye_faces = ((verts >= 3931) & (verts < 5023)).all(axis=1)
+    assert eye_faces.sum() > 1000 and (index == eye_faces).all()
+    ramp = next(n for n in mesh.materials[1].node_tree.nodes if n.bl_idname == 'ShaderNodeValToRGB')
+    iris = ramp.color_ramp.evaluate(0.5 * 24.0 / 180.0)[:3]
+    assert iris[2] > iris[1] > iris[0]  # blue iris
+    assert max(ramp.color_ramp.evaluate(0.01)[:3]) < 0.02  # pupil
+    uv = np.empty(len(mesh.loops) * 2, np.float32)
+    mesh.uv_layers[naming.EYE_UV_MAP].data.foreach_get("uv", uv)
+    uv = uv.reshape(-1, 2)
+    loops_v = np.empty(len(mesh.loops), np.int32)
+    mesh.loops.foreach_get("vertex_index", loops_v)
+    co = np.array([v.co[:] for v in mesh.vertices])
+    front = 3931 + int(np.argmin(co[3931:4477, 1]))  # most -Y: the left eye's front pole
+    assert np.linalg.norm(uv[loops_v == front] - 0.5, axis=1).max() < 0.05
+    assert mesh.uv_layers[naming.UV_MAP].active_render
+
+    def eyeball(start: int, stop: int) -> np.ndarray:
+        ev = mesh_obj.evaluated_get(bpy.context.evaluated_depsgraph_get()).data.vertices
+        return np.array([ev[i].co[:] for i in range(start, stop)])
+
+    before = eyeball(3931, 4477)
+    arm.pose.bones["eye.L"].rotation_euler[2] += 0.3
+    bpy.context.view_layer.update()
+    moved = np.linalg.norm(eyeball(3931, 4477) - before, axis=1)
+    assert moved.max() > 1e-3
