@@ -12,7 +12,7 @@ per photo, in 0..255 sRGB units (Euclidean RGB distance):
   labels skin (eroded by 2 px), whatever model the "after" run used;
 * ``tex fh`` / ``tex ck``: mean distance of texture.png's seen texels (alpha 255) to that skin
   colour over the forehead (UV region ``forehead``) and the cheeks (``face`` without forehead,
-  eye region, nose and lips), before -> after;
+  eye region, nose and lips), before -> after (nan: no seen texel; the mean line skips those);
 * ``alb fh`` / ``alb ck``: the same over every texel of albedo.png (completed everywhere), to the
   subject's de-lit skin colour: the median of the "after" albedo over the texels the "after"
   texture saw (skin pixels only), the same reference for both runs;
@@ -144,7 +144,12 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work, ignore_errors=True)
     if rows:
         def mean(key: tuple) -> float:
-            return float(np.nanmean([c[key] for _, c, _ in rows]))
+            """Mean over the photos where both runs have a value (a forehead wholly under
+            bangs has no seen texel after)."""
+            pair = key[:-1]
+            vals = [c[key] for _, c, _ in rows
+                    if np.isfinite(c[pair + ("before",)]) and np.isfinite(c[pair + ("after",)])]
+            return float(np.mean(vals)) if vals else float("nan")
         print("mean: " + "  ".join(
             f"{a} {k} {mean((a, k, 'before')):.1f}->{mean((a, k, 'after')):.1f}"
             for a in ("tex", "alb") for k in ("fh", "ck"))
