@@ -79,7 +79,11 @@ def serve_main(args: argparse.Namespace) -> int:
             assert writer is not None
             if server is not None:
                 threading.Thread(target=server.serve_forever, name="headrecon-http", daemon=True).start()
-            reader = threading.Thread(target=serve_stdio, args=(service, sys.stdin.buffer, writer),
+            # A private reader on a duplicate of fd 0: the daemon thread stays blocked in it
+            # after SIGTERM, and interpreter shutdown, which locks sys.stdin's own buffer,
+            # then aborted with "Fatal Python error: _enter_buffered_busy" (issue 12 item 8).
+            stdin = open(os.dup(sys.stdin.fileno()), "rb", buffering=1 << 16)  # noqa: SIM115
+            reader = threading.Thread(target=serve_stdio, args=(service, stdin, writer),
                                       name="headrecon-stdin", daemon=True)
             reader.start()
             while reader.is_alive() and not stop.is_set():
