@@ -12,7 +12,8 @@ Steps (each idempotent, each prints what it did):
 4. MediaPipe-105 landmark embedding calibrated on synthetic FLAME renders into
    ``weights/mediapipe_flame_embedding_calibrated.npz`` (backend/landmarks/calibration.py).
 5. The segmentation models (face parser, hair model) with a licence notice, copied from the
-   assets' ``segmentation/`` into ``weights/segmentation/`` (backend/appearance/segmentation.py).
+   assets' ``segmentation/`` into ``weights/segmentation/`` (backend/appearance/segmentation.py),
+   and MediaPipe's hand models from the wheel beside them (backend/appearance/hands.py).
 6. Further steps are added below the marked hook by the engineers who own them.
 """
 
@@ -40,6 +41,10 @@ def setup_weights(assets: str | os.PathLike[str] | None = None) -> None:
     from .appearance.segmentation import setup_segmentation
 
     setup_segmentation(assets_dir(assets))
+    # MediaPipe's hand models (Apache-2.0, from the wheel): hands over the face stay off the skin.
+    from .appearance.hands import setup_hands
+
+    setup_hands()
 
     # ARKit-named shapes on FLAME, transferred from ICT-FaceKit (backend/model/arkit.py).
     from .model.arkit import ensure_arkit_on_flame

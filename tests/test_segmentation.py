@@ -91,16 +91,44 @@ def test_segmenter_labels_hair_and_skin_on_real_photos(model: str, seg_folder: P
     np.testing.assert_array_equal(seg.segment(rgb, pts).labels, seg.segment(rgb, pts).labels)
 
 
+def test_hands_over_the_face_are_not_skin(seg_folder: Path, eval_dir: Path) -> None:
+    """alfw1: a hand holds a phone against the cheek (the parser calls the hand skin);
+    MediaPipe's hand landmarker finds it and its pixels leave the skin mask. No hand is
+    invented on a photo without one; the labels repeat exactly."""
+    from backend.appearance.hands import HandDetector
+    from backend.appearance.segmentation import HAND
+
+    plain = Segmenter(seg_folder / PARSER_FILE.name, None)
+    with_hands = Segmenter(seg_folder / PARSER_FILE.name, None, hands=HandDetector())
+    rgb, pts = _photo(eval_dir, "alfw1.png")
+    before, after = plain.segment(rgb, pts), with_hands.segment(rgb, pts)
+    assert before.hands is None and after.hands == 1
+    hand = after.labels == HAND
+    assert 0.05 < hand.mean() < 0.4
+    # Inside the hand, the parser had said skin for a good part: those pixels are now excluded.
+    was_skin = before.skin_mask() & hand
+    assert was_skin.sum() > 200 and not (after.skin_mask() & hand).any()
+    # The face itself (nose) stays skin; the hand lies to the subject's left of the face.
+    nx, ny = pts[NOSE].astype(int)
+    assert after.skin_mask()[ny, nx] and np.nonzero(hand)[1].mean() > nx
+    assert after.describe()["hands"]["found"] == 1
+    np.testing.assert_array_equal(with_hands.segment(rgb, pts).labels, after.labels)
+    rgb, pts = _photo(eval_dir, BANGS)
+    assert with_hands.segment(rgb, pts).hands == 0
+
+
 def test_load_segmenter_prefers_parser_then_hair_then_none(seg_folder: Path, tmp_path: Path) -> None:
     seg, warnings = load_segmenter()
     assert seg is not None and seg.model == "face_parser" and warnings == []
+    assert seg.hand_detector is not None
     describe_keys = {"model", "labels", "licence"}
     only_hair = tmp_path / "hair_only"
     (only_hair / SEGMENTATION_SUBDIR).mkdir(parents=True)
     shutil.copyfile(seg_folder / HAIR_FILE.name, only_hair / SEGMENTATION_SUBDIR / HAIR_FILE.name)
     seg, warnings = load_segmenter(only_hair)
-    assert seg is not None and seg.model == "hair"
+    assert seg is not None and seg.model == "hair" and seg.hand_detector is None
     assert any("face parser is missing" in w for w in warnings)
+    assert any("Hand model file(s)" in w for w in warnings)
     empty = tmp_path / "empty"
     empty.mkdir()
     seg, warnings = load_segmenter(empty)

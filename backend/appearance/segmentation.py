@@ -53,6 +53,7 @@ PARSER_LICENCE = (
     "terms allow non-commercial research only. Remove weights/segmentation/"
     "face_parsing_bisenetv2_448.tflite for other uses; the hair model (Apache-2.0) then runs.")
 HAIR_LICENCE = "Hair model: MediaPipe hair segmentation, Apache-2.0 (Google)."
+HANDS_NAME = "MediaPipe hand landmarks (full)"
 
 # The parser's 19 classes (CelebAMask-HQ), index = label id.
 LABELS: tuple[str, ...] = (
@@ -60,6 +61,7 @@ LABELS: tuple[str, ...] = (
     "left_ear", "right_ear", "earring", "nose", "mouth", "upper_lip", "lower_lip", "neck",
     "necklace", "cloth", "hair", "hat")
 HAIR = LABELS.index("hair")
+HAND = 19  # not a parser class: pixels inside a hand MediaPipe found (backend/appearance/hands.py)
 NOT_HAIR = 255  # hair model only: anything that is not hair (face, body, background)
 # Labels whose pixels may colour the head's texels: the subject's own surface. Glasses,
 # earrings, the mouth interior, necklace, cloth, hair, hat and background may not.
@@ -80,7 +82,7 @@ _PALETTE: dict[int, tuple[int, int, int]] = {
     5: (60, 130, 250), 6: (250, 250, 0), 7: (210, 120, 120), 8: (240, 150, 150),
     9: (255, 0, 255), 10: (250, 140, 60), 11: (90, 0, 30), 12: (200, 40, 60),
     13: (160, 20, 50), 14: (180, 140, 110), 15: (0, 255, 255), 16: (60, 160, 60),
-    17: (120, 60, 200), 18: (0, 120, 120), NOT_HAIR: (128, 128, 128)}
+    17: (120, 60, 200), 18: (0, 120, 120), HAND: (255, 120, 0), NOT_HAIR: (128, 128, 128)}
 
 
 @dataclass
@@ -88,13 +90,15 @@ class Segmentation:
     """Labels of the photo the fit works on.
 
     Attributes:
-        labels: (H, W) uint8 label ids (``LABELS``; hair model: HAIR / NOT_HAIR), in the pixels
-            of the image given to ``Segmenter.segment``.
+        labels: (H, W) uint8 label ids (``LABELS``; hair model: HAIR / NOT_HAIR; HAND where a
+            detected hand lies), in the pixels of the image given to ``Segmenter.segment``.
         model: "face_parser" or "hair".
+        hands: number of hands found (their pixels are labelled HAND); None: not searched.
     """
 
     labels: np.ndarray
     model: str
+    hands: int | None = None
 
     def skin_mask(self, erode_px: int = ERODE_PX) -> np.ndarray:
         """(H, W) bool: pixels that may colour the head (skin labels, or not hair for the hair
@@ -102,7 +106,7 @@ class Segmentation:
         if self.model == "face_parser":
             keep = np.isin(self.labels, SKIN_LABELS)
         else:
-            keep = self.labels != HAIR
+            keep = (self.labels != HAIR) & (self.labels != HAND)
         if erode_px > 0:
             r = erode_px
             yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
@@ -112,13 +116,15 @@ class Segmentation:
 
     def describe(self) -> dict[str, Any]:
         """result.json's ``segmentation`` section (model, label names, licence note)."""
+        hands = {"hands": {"model": HANDS_NAME, "found": self.hands, "label": HAND,
+                           "licence": "Apache-2.0 (Google)"}} if self.hands is not None else {}
         if self.model == "face_parser":
             return {"model": PARSER_NAME, "labels": list(LABELS),
                     "skin_labels": [LABELS[i] for i in SKIN_LABELS], "erode_px": ERODE_PX,
-                    "licence": PARSER_LICENCE, "file": "segmentation.png"}
+                    "licence": PARSER_LICENCE, "file": "segmentation.png", **hands}
         return {"model": HAIR_NAME, "labels": {str(HAIR): "hair", str(NOT_HAIR): "not hair"},
                 "skin_labels": ["not hair"], "erode_px": ERODE_PX, "licence": HAIR_LICENCE,
-                "file": "segmentation.png"}
+                "file": "segmentation.png", **hands}
 
     def resized(self, width: int, height: int) -> np.ndarray:
         """(height, width) uint8 labels at another resolution of the same image (nearest)."""
@@ -169,7 +175,8 @@ class Segmenter:
     Not thread-safe (one interpreter per model); the pipeline calls it from one thread.
     """
 
-    def __init__(self, parser: Path | None, hair: Path | None):
+    def __init__(self, parser: Path | None, hair: Path | None, hands: Any = None):
+        self.hand_detector = hands  # backend.appearance.hands.HandDetector or None
         self.parser = _Model(parser) if parser is not None else None
         self.hair = _Model(hair) if hair is not None and self.parser is None else None
         if self.parser is None and self.hair is None:
@@ -191,14 +198,23 @@ class Segmenter:
             face_xy: (K, 2) face landmark pixels (e.g. MediaPipe's 478), for the parser's
                 face-centred crop; required by the parser.
         Returns:
-            Segmentation with (H, W) labels.
+            Segmentation with (H, W) labels (HAND over the hands when a hand detector is set).
         """
         if self.parser is not None:
             if face_xy is None or len(face_xy) == 0:
                 raise ValueError("The face parser needs the face's landmarks.")
-            return Segmentation(parse_face(self.parser, rgb, np.asarray(face_xy)), "face_parser")
-        assert self.hair is not None
-        return Segmentation(segment_hair(self.hair, rgb), "hair")
+            seg = Segmentation(parse_face(self.parser, rgb, np.asarray(face_xy)), "face_parser")
+        else:
+            assert self.hair is not None
+            seg = Segmentation(segment_hair(self.hair, rgb), "hair")
+        if self.hand_detector is not None:
+            from .hands import hand_mask
+
+            found = self.hand_detector.detect(rgb)
+            seg.hands = len(found)
+            if found:
+                seg.labels[hand_mask(rgb.shape[:2], found)] = HAND
+        return seg
 
 
 def parser_crop_box(face_xy: np.ndarray) -> tuple[float, float, float]:
@@ -284,14 +300,17 @@ def setup_segmentation(assets: Path, target: Path | None = None) -> Path:
               "bisenetv2_celebamaskhq_448x448_integer_quant.tflite.\n\n"
               f"{HAIR_FILE.name}: {HAIR_LICENCE}\n"
               "Source: terryky/tflite_gles_app@bfc2015a gl2hair_segmentation/"
-              "hair_segmentation_model/ (Google's published file).\n")
+              "hair_segmentation_model/ (Google's published file).\n\n"
+              "palm_detection_full.tflite, hand_landmark_full.tflite, handedness.txt: MediaPipe "
+              "hand landmarks, Apache-2.0 (Google), copied from the mediapipe 0.10.14 wheel.\n")
     (dest_dir / NOTICE_NAME).write_text(notice)
     return dest_dir
 
 
-def load_segmenter(weights: str | os.PathLike[str] | None = None,
+def load_segmenter(weights: str | os.PathLike[str] | None = None, hands: bool = True,
                    ) -> tuple[Segmenter | None, list[str]]:
-    """The face parser from ``weights/segmentation``, else the hair model, else None.
+    """The face parser from ``weights/segmentation``, else the hair model, else None; with the
+    hand detector (``hands.HandDetector``) when ``hands`` and its files are there.
 
     A missing or unloadable file never stops a reconstruction.
 
@@ -311,6 +330,13 @@ def load_segmenter(weights: str | os.PathLike[str] | None = None,
             continue
         if not matches_pin(path, pin):
             warnings.append(f"{path} is not the pinned segmentation model; using it as it loads.")
+        if hands:
+            from .hands import HandDetector
+
+            try:
+                seg.hand_detector = HandDetector(weights)
+            except ModelFileError as exc:
+                warnings.append(f"{exc} Hands over the face are not kept out of the texture.")
         if hair_only:
             warnings.append("The face parser is missing; only hair is kept out of the skin "
                             "texture (hats, glasses, clothing and background are not).")
