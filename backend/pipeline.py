@@ -20,6 +20,7 @@ from PIL import Image
 
 from . import __version__
 from .model.assets import assets_dir, flame_model_path
+from .determinism import deterministic
 from .errors import Cancelled, HeadReconError
 from .files.output import check_output_dir, make_staging_dir, replace_dir
 from .landmarks.ibug68 import MEDIAPIPE_TO_IBUG68
@@ -174,6 +175,7 @@ class Engine:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
 
+    @deterministic()
     def _run(self, photo: Path, out: Path, opts: ReconstructOptions, prog: _Progress,
              stages: list[str]) -> dict[str, Any]:
         from .fit.landmark_fit import fit_landmarks

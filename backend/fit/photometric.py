@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..model.assets import asset_path
+from ..determinism import deterministic
 from ..errors import BadInputError, Cancelled, ModelFileError
 from ..model.flame import FLAME
 from ..options import CancelFn, ProgressFn
@@ -384,6 +385,7 @@ def _unit_shading_gauge(sh: torch.Tensor, log_gain: torch.Tensor,
     return sh * k, log_gain - torch.log(k)
 
 
+@deterministic()
 def fit_photometric(flame: FLAME, params: FitParams, image: torch.Tensor | np.ndarray, layout: UVLayout,
                     landmark_loss: Callable[[FitParams], torch.Tensor] | None, quality: str,
                     assets_dir: str | os.PathLike[str], progress: ProgressFn | None = None,
