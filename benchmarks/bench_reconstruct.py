@@ -14,6 +14,8 @@ synthetic heads, (c) seconds per stage.
     distance over the FLAME 'face' region between fitted and true *neutral* shapes after rigid
     (Procrustes, no scale) alignment, in mm; median and mean.
 (c) Seconds per stage, averaged over all runs.
+(d) Determinism: the first AFLW image reconstructed twice more by the same warm engine; "yes"
+    when the two result.json agree exactly (timings aside), else the largest differences.
 """
 
 from __future__ import annotations
@@ -131,7 +133,6 @@ def main() -> None:
     print(f"engine warm-up: {time.perf_counter() - t0:.2f} s on {engine.device}")
     timings: dict[str, list[float]] = defaultdict(list)
 
-    print(f"deterministic: {deterministic_note()}")
     rows = run_aflw(engine, opts, Path(args.eval), timings)
     print("\n(a) AFLW2000-3D NME (%), 68 points vs pt3d_68")
     print(f"{'image':<16}{'|yaw|':>8}" + "".join(f"{s:>9}" for s in SOURCES))
@@ -156,19 +157,30 @@ def main() -> None:
             print(f"after {kind:<10} alignment: median {np.median(allv):.2f}  mean {allv.mean():.2f}  "
                   f"per-head medians {', '.join(f'{np.median(e):.2f}' for e in per_head)}")
 
+    first = sorted((Path(args.eval) / "aflw2000_3d").glob("*.jpg"))[0]
+    print(f"\n(d) deterministic: {check_determinism(engine, opts, first)}")
+
     print("\n(c) seconds per stage (mean over runs)")
     for k, v in timings.items():
         print(f"{k:<20}{np.mean(v):8.2f}")
     print(f"{'total':<20}{sum(np.mean(v) for v in timings.values()):8.2f}")
 
 
-def deterministic_note() -> str:
-    """Whether the numbers below repeat exactly (see the determinism tests)."""
-    import torch
-
-    if torch.cuda.is_available():
-        return "CPU runs repeat bit for bit; this run uses CUDA (repeats within tolerance)"
-    return "yes on this CPU (same photo, options and model give bit-identical result.json)"
+def check_determinism(engine: Engine, opts: ReconstructOptions, photo: Path) -> str:
+    """Reconstruct ``photo`` twice: "yes" if result.json (timings aside) is identical."""
+    results = []
+    for _ in range(2):
+        with tempfile.TemporaryDirectory() as tmp:
+            res = engine.reconstruct(photo, Path(tmp) / "out", opts)
+        res.pop("timings")
+        res.get("detail", {}).get("displacement", {}).pop("seconds", None)
+        results.append(res)
+    a, b = results
+    if a == b:
+        return f"yes ({photo.name} twice on {engine.device}: identical result.json, timings aside)"
+    diffs = {k: float(np.abs(np.asarray(a[k]) - np.asarray(b[k])).max())
+             for k in ("identity", "expression", "landmarks_68")}
+    return f"NO ({photo.name} twice on {engine.device}: max differences {diffs})"
 
 
 if __name__ == "__main__":
