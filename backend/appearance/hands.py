@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import threading
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ import numpy as np
 from ..errors import ModelFileError
 from ..landmarks.mediapipe_files import MEDIAPIPE_VERSION, mediapipe_site_packages
 from ..model.assets import weights_dir
-from ..model.pinned import PinnedFile, matches_pin
+from ..model.pinned import PinnedFile, install_pinned, matches_pin
 
 HANDS_SUBDIR = "segmentation"
 HAND_FILES: tuple[PinnedFile, ...] = (
@@ -142,18 +141,5 @@ def setup_hands(target: Path | None = None) -> Path:
         ModelFileError: the installed wheel does not hold the pinned files.
     """
     dest_dir = Path(target) if target is not None else weights_dir() / HANDS_SUBDIR
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    for pin in HAND_FILES:
-        dest = dest_dir / pin.name
-        if matches_pin(dest, pin):
-            print(f"setup-weights: {dest} is up to date")
-            continue
-        src = mediapipe_site_packages() / pin.package_relpath
-        if not matches_pin(src, pin):
-            raise ModelFileError(f"{src} is missing or differs from the mediapipe "
-                                 f"{MEDIAPIPE_VERSION} wheel; run ./setup.sh.")
-        tmp = dest.with_name(dest.name + ".tmp")
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
-        print(f"setup-weights: copied {pin.name} -> {dest}")
-    return dest_dir
+    return install_pinned(HAND_FILES, mediapipe_site_packages, dest_dir,
+                          f"install mediapipe=={MEDIAPIPE_VERSION} (./setup.sh).")

@@ -22,7 +22,6 @@ The label map (``Segmentation.labels``) uses the parser's class ids; the hair mo
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ from scipy import ndimage
 
 from ..errors import ModelFileError
 from ..model.assets import weights_dir
-from ..model.pinned import PinnedFile, matches_pin
+from ..model.pinned import PinnedFile, install_pinned, matches_pin
 
 SEGMENTATION_SUBDIR = "segmentation"
 PARSER_FILE = PinnedFile(
@@ -278,22 +277,8 @@ def setup_segmentation(assets: Path, target: Path | None = None) -> Path:
         ModelFileError: a source file is present but differs from the pinned one.
     """
     dest_dir = Path(target) if target is not None else weights_dir() / SEGMENTATION_SUBDIR
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    for pin in SEGMENTATION_FILES:
-        dest = dest_dir / pin.name
-        if matches_pin(dest, pin):
-            print(f"setup-weights: {dest} is up to date")
-            continue
-        src = Path(assets) / pin.package_relpath
-        if not src.is_file():
-            print(f"setup-weights: {src} not found; segmentation goes without it")
-            continue
-        if not matches_pin(src, pin):
-            raise ModelFileError(f"{src} is not the pinned segmentation model file.")
-        tmp = dest.with_name(dest.name + ".tmp")
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
-        print(f"setup-weights: copied {pin.name} -> {dest}")
+    install_pinned(SEGMENTATION_FILES, lambda: Path(assets), dest_dir,
+                   "it must be the segmentation model of the assets folder.", missing_ok=True)
     notice = ("Segmentation models used by HeadRecon (backend/appearance/segmentation.py).\n\n"
               f"{PARSER_FILE.name}: {PARSER_LICENCE}\n"
               "Source: terryky/tflite_gles_app@bfc2015a gl2face_segmentation/model/"

@@ -6,13 +6,11 @@ wheel's licence into ``weights/mediapipe/`` and checks each against its pinned s
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 from ..errors import ModelFileError
 from ..model.assets import weights_dir
-from ..model.pinned import PinnedFile, matches_pin
+from ..model.pinned import PinnedFile, install_pinned
 
 MEDIAPIPE_VERSION = "0.10.14"
 MEDIAPIPE_SUBDIR = "mediapipe"
@@ -57,22 +55,6 @@ def setup_mediapipe(target: Path | None = None) -> Path:
         The folder holding the models.
     """
     dest_dir = Path(target) if target is not None else weights_dir() / MEDIAPIPE_SUBDIR
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    site = None
-    for pin in MEDIAPIPE_FILES:
-        dest = dest_dir / pin.name
-        if matches_pin(dest, pin):
-            print(f"setup-weights: {dest} is up to date")
-            continue
-        site = site or mediapipe_site_packages()
-        src = site / pin.package_relpath
-        if not matches_pin(src, pin):
-            raise ModelFileError(
-                f"{src} is missing or differs from the mediapipe {MEDIAPIPE_VERSION} wheel; "
-                f"install mediapipe=={MEDIAPIPE_VERSION} (./setup.sh) and run setup-weights again."
-            )
-        tmp = dest.with_name(dest.name + ".tmp")
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
-        print(f"setup-weights: copied {pin.name} -> {dest}")
-    return dest_dir
+    return install_pinned(MEDIAPIPE_FILES, mediapipe_site_packages, dest_dir,
+                          f"install mediapipe=={MEDIAPIPE_VERSION} (./setup.sh) and run "
+                          "setup-weights again.")

@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,7 +60,7 @@ from torch import nn
 
 from ..errors import ModelFileError
 from ..model.assets import weights_dir
-from ..model.pinned import PinnedFile, matches_pin
+from ..model.pinned import PinnedFile, install_pinned, matches_pin
 
 TDDFA_SUBDIR = "tddfa"  # weights/tddfa/, copied from <assets>/tddfa/ by setup-weights
 TDDFA_FILES: tuple[PinnedFile, ...] = (
@@ -499,20 +498,8 @@ def setup_tddfa(assets: Path, target: Path | None = None) -> Path:
         ModelFileError: a source file is missing or differs from the pinned one.
     """
     dest_dir = Path(target) if target is not None else weights_dir() / TDDFA_SUBDIR
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    for pin in TDDFA_FILES:
-        dest = dest_dir / pin.name
-        if matches_pin(dest, pin):
-            print(f"setup-weights: {dest} is up to date")
-            continue
-        src = Path(assets) / pin.package_relpath
-        if not matches_pin(src, pin):
-            raise ModelFileError(f"{src} is missing or is not the pinned 3DDFA_V2 file.")
-        tmp = dest.with_name(dest.name + ".tmp")
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
-        print(f"setup-weights: copied {pin.name} -> {dest}")
-    return dest_dir
+    return install_pinned(TDDFA_FILES, lambda: Path(assets), dest_dir,
+                          "it must be the 3DDFA_V2 file of the assets folder.")
 
 
 def load_tddfa_weights(weights: str | os.PathLike[str] | None = None,
