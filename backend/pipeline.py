@@ -23,6 +23,7 @@ from .model.assets import assets_dir, flame_model_path
 from .determinism import deterministic
 from .errors import Cancelled, HeadReconError
 from .files.output import check_output_dir, make_staging_dir, replace_dir
+from .appearance.iris import iris_color
 from .landmarks.ibug68 import MEDIAPIPE_TO_IBUG68
 from .options import CancelFn, ProgressFn, ReconstructOptions
 
@@ -304,6 +305,7 @@ class Engine:
             "lighting": {"model": "sh9", "coefficients": params.sh[0].detach().cpu().tolist()},
             "landmarks_68": (lmk68_px / scale).round(3).tolist(),
             "landmark_sources": _landmark_sources(network, fit.network_init, scale),
+            "iris_color": iris_color(img.rgb, face.points),
             "timings": {},
             "device": str(self.device),
             "warnings": warnings,
