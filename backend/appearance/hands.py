@@ -10,7 +10,6 @@ A hand's area is the convex hull of its 21 landmarks, grown by HAND_MARGIN of it
 from __future__ import annotations
 
 import os
-import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import cv2
 import numpy as np
 
 from ..errors import ModelFileError
-from ..landmarks.mediapipe_files import MEDIAPIPE_VERSION, mediapipe_site_packages
+from ..landmarks.mediapipe_files import MEDIAPIPE_VERSION, mediapipe_site_packages, offline_graph_text
 from ..model.assets import weights_dir
 from ..model.pinned import PinnedFile, install_pinned, matches_pin
 
@@ -68,17 +67,9 @@ class HandDetector:
             raise ModelFileError(f"Hand model file(s) {', '.join(bad)} missing or damaged in "
                                  f"{self.model_dir}; run ./setup.sh.")
         from mediapipe.python import packet_creator, packet_getter
-        from mediapipe.python._framework_bindings import (calculator_graph, image_frame,
-                                                          validated_graph_config)
+        from mediapipe.python._framework_bindings import calculator_graph, image_frame
 
-        validated = validated_graph_config.ValidatedGraphConfig()
-        validated.initialize(graph_config=_GRAPH)
-        text = re.sub(r'"mediapipe/modules/[^"]*/([^"/]+\.(?:tflite|txt))"',
-                      lambda m: '"' + str((self.model_dir / m.group(1)).resolve()) + '"',
-                      validated.text_config)
-        if "mediapipe/modules/" in text:
-            raise ModelFileError("The hand graph still refers to a packaged file; install "
-                                 f"mediapipe=={MEDIAPIPE_VERSION}.")
+        text = offline_graph_text(_GRAPH, self.model_dir, ("tflite", "txt"))
         self._creator, self._getter = packet_creator, packet_getter
         self._srgb = image_frame.ImageFormat.SRGB
         self._lock = threading.Lock()

@@ -6,6 +6,7 @@ wheel's licence into ``weights/mediapipe/`` and checks each against its pinned s
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from ..errors import ModelFileError
@@ -58,3 +59,24 @@ def setup_mediapipe(target: Path | None = None) -> Path:
     return install_pinned(MEDIAPIPE_FILES, mediapipe_site_packages, dest_dir,
                           f"install mediapipe=={MEDIAPIPE_VERSION} (./setup.sh) and run "
                           "setup-weights again.")
+
+
+def offline_graph_text(graph: str, model_dir: Path, extensions: tuple[str, ...] = ("tflite",)) -> str:
+    """Expand the MediaPipe subgraphs of ``graph`` (a CalculatorGraphConfig text) and point every
+    packaged file with one of ``extensions`` into ``model_dir``, so the wheel's copies are never
+    read.
+
+    Raises:
+        ModelFileError: a packaged path is left (another mediapipe version).
+    """
+    from mediapipe.python._framework_bindings import validated_graph_config
+
+    validated = validated_graph_config.ValidatedGraphConfig()
+    validated.initialize(graph_config=graph)
+    pattern = r'"mediapipe/modules/[^"]*/([^"/]+\.(?:' + "|".join(extensions) + r'))"'
+    text = re.sub(pattern, lambda m: '"' + str((Path(model_dir) / m.group(1)).resolve()) + '"',
+                  validated.text_config)
+    if "mediapipe/modules/" in text:
+        raise ModelFileError("A MediaPipe graph still refers to a packaged file; install "
+                             f"mediapipe=={MEDIAPIPE_VERSION}.")
+    return text

@@ -29,7 +29,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 import threading
 import warnings
 from dataclasses import dataclass
@@ -42,7 +41,7 @@ import numpy as np
 from ..model.assets import weights_dir
 from ..errors import BadInputError, ModelFileError
 from ..model.pinned import matches_pin
-from .mediapipe_files import MEDIAPIPE_FILES, MEDIAPIPE_SUBDIR
+from .mediapipe_files import MEDIAPIPE_FILES, MEDIAPIPE_SUBDIR, offline_graph_text
 
 log = logging.getLogger(__name__)
 # mediapipe's packet_getter calls a protobuf API that warns on every first use; not actionable.
@@ -245,16 +244,7 @@ class FaceLandmarker:
 
     def _graph_text(self, graph: str) -> str:
         """Expand the MediaPipe subgraphs and point every model path into ``model_dir``."""
-        from mediapipe.python._framework_bindings import validated_graph_config
-
-        validated = validated_graph_config.ValidatedGraphConfig()
-        validated.initialize(graph_config=graph)
-        text = re.sub(r'"mediapipe/modules/[^"]*/([^"/]+\.tflite)"',
-                      lambda m: '"' + str((self.model_dir / m.group(1)).resolve()) + '"',
-                      validated.text_config)
-        if "mediapipe/modules/" in text:
-            raise ModelFileError("A MediaPipe graph still refers to a packaged model; install mediapipe==0.10.14.")
-        return text
+        return offline_graph_text(graph, self.model_dir)
 
     def _next_ts(self) -> int:
         self._timestamp += 1
