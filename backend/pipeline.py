@@ -21,7 +21,7 @@ from PIL import Image
 from . import __version__
 from .model.assets import assets_dir, flame_model_path
 from .determinism import deterministic
-from .errors import Cancelled, HeadReconError
+from .errors import Cancelled
 from .files.output import check_output_dir, make_staging_dir, replace_dir
 from .appearance.iris import iris_color
 from .landmarks.ibug68 import MEDIAPIPE_TO_IBUG68
