@@ -245,12 +245,15 @@ def _stream_png(path: Path, width: int, height: int, gray16: bool) -> None:
         f.write(chunk(b"IDAT", comp.flush()) + chunk(b"IEND", b""))
 
 
+# Peak memory from /proc/self/status VmHWM (reset by exec); ru_maxrss is not: after fork + exec
+# it starts from the parent's peak, so under a large pytest process it measured pytest.
 _PEAK_SCRIPT = """
-import resource, sys
+import re, sys
 from backend.files.photo import load_image
 img = load_image(sys.argv[1], max_side=1024)
+hwm_kib = int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1))
 print(img.rgb.shape[0], img.rgb.shape[1], int(img.rgb[:, :200].mean()), int(img.rgb[:, -200:].mean()),
-      resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+      hwm_kib // 1024)
 """
 
 
