@@ -430,28 +430,27 @@ class _Prefetch:
         self._thread = threading.Thread(target=self._run, name="headrecon-decode", daemon=True)
         self._thread.start()
 
-    def _run(self) -> None:
+    def _put(self, item: Any) -> bool:
+        """Queue ``item``, waiting for room; False when stopped first."""
         import queue
 
-        item: Any = self._END
-        try:
-            for frame in self._frames:
-                while not self._stop.is_set():
-                    try:
-                        self._queue.put(frame, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if self._stop.is_set():
-                    return
-        except BaseException as exc:  # handed to the consumer
-            item = exc
         while not self._stop.is_set():
             try:
                 self._queue.put(item, timeout=0.1)
-                return
+                return True
             except queue.Full:
                 continue
+        return False
+
+    def _run(self) -> None:
+        item: Any = self._END
+        try:
+            for frame in self._frames:
+                if not self._put(frame):
+                    return
+        except BaseException as exc:  # handed to the consumer
+            item = exc
+        self._put(item)
 
     def __iter__(self) -> Iterator[np.ndarray]:
         while True:
