@@ -240,10 +240,16 @@ class Engine:
         detail_info: dict[str, Any] = {}
 
         texture = None
+        eye_info: dict[str, Any] | None = None
+        iris = iris_color(img.rgb, face.points)
         if "texture" in stages:
+            from .appearance.eye_texture import write_eye_texture
             from .appearance.texture import sample_photo_texture
 
             prog.begin("texture")
+            eye_files, eye_info, eye_warnings = write_eye_texture(out, iris)
+            files.update(eye_files)
+            warnings.extend(eye_warnings)
             texture = sample_photo_texture(img.rgb, verts_view.cpu().numpy(), self.model.faces,
                                            self.uv, cam, size=1024, skin_mask=skin)
             if "detail" not in stages:  # the albedo is otherwise de-lit with the detail normals
@@ -305,7 +311,7 @@ class Engine:
             "lighting": {"model": "sh9", "coefficients": params.sh[0].detach().cpu().tolist()},
             "landmarks_68": (lmk68_px / scale).round(3).tolist(),
             "landmark_sources": _landmark_sources(network, fit.network_init, scale),
-            "iris_color": iris_color(img.rgb, face.points),
+            "iris_color": iris,
             "timings": {},
             "device": str(self.device),
             "warnings": warnings,
@@ -327,6 +333,8 @@ class Engine:
         result["files"] = files
         if detail_info:
             result["detail"] = detail_info
+        if eye_info is not None:
+            result["eye_texture"] = eye_info
         prog.end()
         result["timings"] = dict(prog.timings)
         (out / "result.json").write_text(json.dumps(result, indent=1))

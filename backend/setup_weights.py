@@ -14,7 +14,9 @@ Steps (each idempotent, each prints what it did):
 5. The segmentation models (face parser, hair model) with a licence notice, copied from the
    assets' ``segmentation/`` into ``weights/segmentation/`` (backend/appearance/segmentation.py),
    and MediaPipe's hand models from the wheel beside them (backend/appearance/hands.py).
-6. Further steps are added below the marked hook by the engineers who own them.
+6. The CC0 eye textures (MakeHuman) with their licence, copied from the assets' ``eyes/`` into
+   ``weights/eyes/`` (backend/appearance/eye_texture.py).
+7. Further steps are added below the marked hook by the engineers who own them.
 """
 
 from __future__ import annotations
@@ -45,6 +47,10 @@ def setup_weights(assets: str | os.PathLike[str] | None = None) -> None:
     from .appearance.hands import setup_hands
 
     setup_hands()
+    # CC0 eye textures (MakeHuman) for the bundle's eye.png (backend/appearance/eye_texture.py).
+    from .appearance.eye_texture import setup_eye_textures
+
+    setup_eye_textures(assets_dir(assets))
 
     # ARKit-named shapes on FLAME, transferred from ICT-FaceKit (backend/model/arkit.py).
     from .model.arkit import ensure_arkit_on_flame
