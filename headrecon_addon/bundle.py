@@ -24,7 +24,7 @@ from . import naming
 FORMAT_VERSION = 1
 # image role -> key of result.json "files" (the displacement PNG, not the float .npy)
 IMAGE_FILES: dict[str, str] = {"texture": "texture", "albedo": "albedo", "normal": "normal",
-                               "displacement": "displacement_png"}
+                               "displacement": "displacement_png", "eye": "eye"}
 REQUIRED_ARRAYS: tuple[str, ...] = (
     "v_neutral", "faces", "uv", "uv_faces", "expr_deltas", "expression", "eyelid_deltas",
     "pose_deltas", "joints", "parents", "joint_names", "weights", "pose", "translation",
@@ -55,7 +55,8 @@ class Bundle:
         joints: (J, 3) rest joints; parents: (J,) int32; joint_names: J names.
         weights: (V, J) skinning weights; pose: (J, 3) axis-angle; translation: (3,).
         arkit_deltas: (A, V, 3) and arkit_names (A names), A may be 0.
-        images: image role ("texture", "albedo", "normal", "displacement") -> existing file.
+        images: image role ("texture", "albedo", "normal", "displacement", "eye") -> existing
+            file; "eye" is the iris texture in headrecon_addon/eye_layout.py's layout.
         displacement_midlevel, displacement_strength: for the displacement image (values in
             [0, 1]): offset in metres = (value - midlevel) * strength, from result.json
             ``detail.displacement.blender_displace``.
@@ -344,6 +345,22 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
                   **arrays)
 
 
+EYE_IMAGE_SIDES = (64, 8192)  # eye.png: square, its side within these (pixels)
+
+
+def _eye_image_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be the eye texture: it must be a square PNG (eye_layout's UVs)."""
+    with path.open("rb") as f:
+        head = f.read(24)
+    if head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
+        return "the eye texture must be a PNG file"
+    width, height = struct.unpack(">II", head[16:24])
+    lo, hi = EYE_IMAGE_SIDES
+    if width != height or not lo <= width <= hi:
+        return f"it is {width}x{height} pixels, not a square eye texture of {lo} to {hi} pixels"
+    return None
+
+
 def _bundle_images(folder: Path, files: dict[str, Any]) -> tuple[dict[str, Path], list[str]]:
     """The listed images that are present and complete, and a sentence per one left out."""
     images: dict[str, Path] = {}
@@ -356,6 +373,10 @@ def _bundle_images(folder: Path, files: dict[str, Any]) -> tuple[dict[str, Path]
             raise BundleError(f"result.json lists an invalid {key} file name {name!r}.")
         path = folder / name
         problem = "it is missing" if not path.is_file() else png_problem(path)
+        if problem is None and not path.resolve().is_relative_to(folder.resolve()):
+            problem = "it links to a file outside the bundle"  # it would be packed into the .blend
+        if problem is None and role == "eye":
+            problem = _eye_image_problem(path)
         if problem is None:
             images[role] = path
         else:
@@ -363,7 +384,9 @@ def _bundle_images(folder: Path, files: dict[str, Any]) -> tuple[dict[str, Path]
     colour = images.get("albedo") or images.get("texture")  # what the material uses
     notes = []
     for role, what in dropped.items():
-        if role not in ("albedo", "texture"):
+        if role == "eye":
+            notes.append(f"{what}; the eyes get the plain procedural eye material.")
+        elif role not in ("albedo", "texture"):
             notes.append(f"{what}; the head is imported without its {role} map.")
         elif colour is not None:
             notes.append(f"{what}; the head's colour comes from {colour.name} instead.")

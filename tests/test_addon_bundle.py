@@ -157,3 +157,65 @@ def test_detail_maps(dev_bundle, tmp_path):
     assert {k: p.name for k, p in b.images.items()} == {
         "texture": "texture.png", "normal": "normal.png", "displacement": "displacement.png"}
     assert (b.displacement_midlevel, b.displacement_strength) == (0.5, pytest.approx(0.003))
+
+
+def _with_eye(dev_bundle: Path, folder: Path, name: object = "eye.png") -> Path:
+    """A copy of the dev bundle listing ``name`` as its eye texture (eye.png: a 64² PNG)."""
+    from PIL import Image
+
+    _copy(dev_bundle, folder)
+    Image.new("RGB", (64, 64), (90, 60, 40)).save(folder / "eye.png")
+    _edit_result(folder, lambda r: r["files"].update(eye=name))
+    return folder
+
+
+def test_eye_texture_is_read(dev_bundle, tmp_path):
+    bundle = load_bundle(_with_eye(dev_bundle, tmp_path / "b"))
+    assert bundle.images["eye"].name == "eye.png" and bundle.warnings == []
+    assert "eye" not in load_bundle(dev_bundle).images  # older bundles: no eye texture
+
+
+@pytest.mark.parametrize("damage,words", [
+    ("missing", "eye.png: it is missing"),
+    ("truncated", "truncated"),
+    ("not-png", "eye.png: not a PNG file"),
+    ("jpeg", "eye.jpg: the eye texture must be a PNG file"),
+    ("not-square", "64x32 pixels, not a square eye texture"),
+    ("tiny", "8x8 pixels"),
+    ("link-outside", "links to a file outside the bundle"),
+])
+def test_hostile_eye_texture_falls_back_to_the_procedural_eyes(dev_bundle, tmp_path, damage, words):
+    """A missing, damaged, odd-sized or out-of-bundle eye.png is left out with one sentence;
+    the rig still loads and the eyes get the procedural material."""
+    from PIL import Image
+
+    folder = _with_eye(dev_bundle, tmp_path / "b")
+    eye = folder / "eye.png"
+    if damage == "missing":
+        eye.unlink()
+    elif damage == "truncated":
+        eye.write_bytes(eye.read_bytes()[:-20])
+    elif damage == "not-png":
+        Image.new("RGB", (64, 64)).save(eye, format="JPEG")
+    elif damage == "jpeg":
+        Image.new("RGB", (64, 64)).save(folder / "eye.jpg")
+        _edit_result(folder, lambda r: r["files"].update(eye="eye.jpg"))
+    elif damage == "not-square":
+        Image.new("RGB", (64, 32)).save(eye)
+    elif damage == "tiny":
+        Image.new("RGB", (8, 8)).save(eye)
+    else:
+        outside = tmp_path / "secret.png"
+        Image.new("RGB", (64, 64)).save(outside)
+        eye.unlink()
+        eye.symlink_to(outside)
+    bundle = load_bundle(folder)
+    assert "eye" not in bundle.images
+    assert len(bundle.warnings) == 1 and words in bundle.warnings[0]
+    assert bundle.warnings[0].endswith("the eyes get the plain procedural eye material.")
+
+
+@pytest.mark.parametrize("name", ["../eye.png", "/etc/passwd", 7, ""])
+def test_invalid_eye_texture_name_is_refused(dev_bundle, tmp_path, name):
+    with pytest.raises(BundleError, match="invalid eye file name"):
+        load_bundle(_with_eye(dev_bundle, tmp_path / "b", name))
