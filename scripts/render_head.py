@@ -6,7 +6,7 @@ Usage::
                                   [--height 384] [--samples 16] [--preset JAW_OPEN ...]
                                   [--preset-mode ADD|REPLACE] [--no-crop]
                                   [--capture CAPTURE.json ...] [--only-captures] [--columns N]
-                                  [--denoise] [--keep-renders DIR]
+                                  [--denoise] [--keep-renders DIR] [--frame head|eyes]
 
 Runs Blender as a Python module (bpy): the extension is registered straight from this
 checkout, the bundle is imported with ``headrecon.import_bundle`` and rendered through the
@@ -21,7 +21,8 @@ result (Expression from Photo) keyed on the neutral head as the add-on keys it (
 jaw and eyes; the head keeps the bundle's pose, so only the expression changes).
 ``--only-captures`` leaves out the photo and the as-captured render, ``--columns N`` wraps the
 panels into rows of N. Every panel shows the same square region of the
-photo around the head (``--no-crop``: the whole photo), ``--height`` pixels high.
+photo around the head (``--frame eyes``: around both eyeballs, a close-up of the irises;
+``--no-crop``: the whole photo), ``--height`` pixels high.
 Workbench (textured, studio light), or Cycles on the CPU or EEVEE (both: the same sky light
 and key light; EEVEE runs headless here through Blender's EGL context, on a software OpenGL
 driver when there is no GPU, so its first render compiles shaders for tens of seconds).
@@ -47,6 +48,7 @@ GAP = 8  # pixels between the panels
 OVERLAY_OPACITY = 0.6  # of the render laid over the photo
 KEY_LIGHT_TILT_DEG = -30.0  # Cycles key light: the camera's direction, tilted to come from above
 CROP_MARGIN = 0.15  # of the head's projected size, on every side
+EYES_MARGIN = 0.05  # --frame eyes: of the two eyeballs' projected size
 
 
 def load_extension() -> object:
@@ -111,9 +113,10 @@ def crop_box(uv: np.ndarray, width: float, height: float,
 
 def setup_scene(bpy: object, arm: object, mesh_obj: object, result: dict, height: int,
                 engine: str, samples: int, crop: bool,
-                denoise: bool = False) -> tuple[float, float, float, float]:
+                denoise: bool = False, frame: str = "head") -> tuple[float, float, float, float]:
     """Camera with the bundle's intrinsics, the render region, the chosen engine
-    (``denoise``: Cycles' OpenImageDenoise).
+    (``denoise``: Cycles' OpenImageDenoise; ``frame``: "head", or "eyes" for a square around
+    FLAME's two eyeballs).
 
     Returns:
         The rendered region (x0, y0, x1, y1) in photo pixels.
@@ -145,8 +148,12 @@ def setup_scene(bpy: object, arm: object, mesh_obj: object, result: dict, height
         co = np.empty(len(verts) * 3)
         verts.foreach_get("co", co)
         points = co.reshape(-1, 3) @ rig.FLAME_TO_BLENDER  # Blender -> FLAME (orthogonal map)
+        margin = CROP_MARGIN
+        if frame == "eyes" and len(points) == naming.FLAME_VERTEX_COUNT:
+            (start, _), (_, stop) = naming.EYEBALL_VERTEX_RANGES
+            points, margin = points[start:stop], EYES_MARGIN
         box = crop_box(project(points, root_pose, translation, root_joint, cam, rig),
-                       width_px, height_px)
+                       width_px, height_px, margin)
     scale = height / (box[3] - box[1])  # output pixels per photo pixel
     render = scene.render
     render.resolution_x = max(1, round(width_px * scale))
@@ -249,7 +256,7 @@ def render_head(bundle: Path, out: Path, photo: Path | None = None, engine: str 
                 height: int = 384, samples: int = 16, presets: tuple[str, ...] = (),
                 crop: bool = True, preset_mode: str = "ADD", captures: tuple[Path, ...] = (),
                 only_captures: bool = False, columns: int = 0, denoise: bool = False,
-                keep_renders: Path | None = None) -> tuple[int, int]:
+                keep_renders: Path | None = None, frame: str = "head") -> tuple[int, int]:
     """Import ``bundle`` into an empty scene, render it (as captured, then once per preset
     applied in ``preset_mode`` to the captured face, then once per capture JSON keyed on the
     neutral head) and write the composed PNG ``out``. ``keep_renders``: a folder that gets
@@ -272,7 +279,7 @@ def render_head(bundle: Path, out: Path, photo: Path | None = None, engine: str 
     bpy.ops.headrecon.import_bundle(filepath=str(result_path))
     arm = bpy.context.view_layer.objects.active
     mesh_obj = next(c for c in arm.children if c.type == 'MESH')
-    box = setup_scene(bpy, arm, mesh_obj, result, height, engine, samples, crop, denoise)
+    box = setup_scene(bpy, arm, mesh_obj, result, height, engine, samples, crop, denoise, frame)
     with tempfile.TemporaryDirectory(prefix="headrecon-render-") as tmp:
         renders = []
         for k, preset in enumerate((None,) + tuple(presets)):
@@ -327,11 +334,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only-captures", action="store_true",
                         help="show only the --capture renders (no photo, no as-captured render)")
     parser.add_argument("--columns", type=int, default=0, help="panels per row (0: one row)")
+    parser.add_argument("--frame", choices=("head", "eyes"), default="head",
+                        help="what the square region shows: the head (default) or both eyes")
     args = parser.parse_args(argv)
     out = args.output or args.bundle / "render.png"
     size = render_head(args.bundle, out, args.photo, args.engine, args.height, args.samples,
                        tuple(args.preset), args.crop, args.preset_mode, tuple(args.capture),
-                       args.only_captures, args.columns, args.denoise, args.keep_renders)
+                       args.only_captures, args.columns, args.denoise, args.keep_renders,
+                       args.frame)
     print(f"render_head: wrote {out} ({size[0]}x{size[1]})")
     return 0
 

@@ -35,7 +35,7 @@ import mathutils  # noqa: E402
 
 from backend.files.bundle import flame_forward_np, read_obj  # noqa: E402
 from backend.model.flame import load_eyelid_deltas, load_flame  # noqa: E402
-from headrecon_addon import naming, rig  # noqa: E402
+from headrecon_addon import eye_layout, naming, rig  # noqa: E402
 from headrecon_addon.bundle import load_bundle  # noqa: E402
 
 pytestmark = pytest.mark.blender
@@ -518,3 +518,113 @@ def test_eyeballs_get_their_own_material_and_follow_the_eye_bones(ext, dev_bundl
     bpy.context.view_layer.update()
     moved = np.linalg.norm(eyeball(3931, 4477) - before, axis=1)
     assert moved.max() > 1e-3
+
+
+def _hue_deg(rgb: np.ndarray) -> float:
+    """CIELAB hue angle (degrees) of one sRGB colour (0..1)."""
+    from backend.appearance.eye_texture import hue_deg, srgb_to_lab
+
+    return hue_deg(srgb_to_lab(np.asarray(rgb, np.float64)))
+
+
+def test_eye_texture_is_packed_mapped_and_rendered_with_the_iris_hue(ext, dev_bundle, tmp_path,
+                                                                      assets_dir):
+    """Issue 14 part 2: a bundle with eye.png (tinted blue by the backend) gets an eye material
+    reading that image (packed) through the eye UV map, glossy with a clear coat; the texture
+    sampled through the imported mesh's UVs and a small Cycles render of the left eyeball both
+    show the blue iris around a dark pupil; the eyes still follow the eye bones."""
+    from PIL import Image
+
+    from backend.appearance import eye_texture as et
+
+    folder = tmp_path / "eyes"
+    shutil.copytree(dev_bundle, folder)
+    target = (0.2, 0.4, 0.7)
+    rgb, _ = et.eye_texture(list(target), et.setup_eye_textures(assets_dir, tmp_path / "w"))
+    Image.fromarray(rgb).save(folder / "eye.png")
+    result = json.loads((folder / "result.json").read_text())
+    result["files"]["eye"], result["iris_color"] = "eye.png", list(target)
+    (folder / "result.json").write_text(json.dumps(result))
+    arm, mesh_obj = _import(folder)
+    mesh = mesh_obj.data
+    material = mesh.materials[1]
+    nodes = material.node_tree.nodes
+    tex = next(n for n in nodes if n.bl_idname == 'ShaderNodeTexImage')
+    assert tex.image.packed_file is not None and tex.image.size[:] == (et.SIZE, et.SIZE)
+    uv_node = tex.inputs["Vector"].links[0].from_node
+    assert uv_node.bl_idname == 'ShaderNodeUVMap' and uv_node.uv_map == naming.EYE_UV_MAP
+    bsdf = tex.outputs["Color"].links[0].to_node
+    assert bsdf.bl_idname == 'ShaderNodeBsdfPrincipled'
+    assert bsdf.inputs["Roughness"].default_value <= 0.1 and bsdf.inputs["Coat Weight"].default_value == 1.0
+    assert not any(n.bl_idname == 'ShaderNodeValToRGB' for n in nodes)
+
+    # The packed image sampled through the mesh's eye UVs (rest mesh, FLAME frame).
+    pixels = np.empty(et.SIZE * et.SIZE * 4, np.float32)
+    tex.image.pixels.foreach_get(pixels)
+    pixels = pixels.reshape(et.SIZE, et.SIZE, 4)  # Blender: row 0 at the bottom (V = 0)
+    uv = np.empty(len(mesh.loops) * 2, np.float32)
+    mesh.uv_layers[naming.EYE_UV_MAP].data.foreach_get("uv", uv)
+    uv = uv.reshape(-1, 2)
+    loops_v = np.empty(len(mesh.loops), np.int32)
+    mesh.loops.foreach_get("vertex_index", loops_v)
+    co = np.array([v.co[:] for v in mesh.vertices]) @ rig.FLAME_TO_BLENDER  # -> FLAME frame
+    texel = pixels[np.clip((uv[:, 1] * et.SIZE).astype(int), 0, et.SIZE - 1),
+                   np.clip((uv[:, 0] * et.SIZE).astype(int), 0, et.SIZE - 1), :3]
+    for start, stop in naming.EYEBALL_VERTEX_RANGES:
+        centre, radius = eye_layout.fit_sphere(co[start:stop])
+        mine = (loops_v >= start) & (loops_v < stop)
+        d = co[loops_v[mine]] - centre
+        off_axis = np.hypot(d[:, 0], d[:, 1]) / (eye_layout.IRIS_DIAMETER_M / 2)
+        front = d[:, 2] > 0
+        assert texel[mine][front & (off_axis < 0.15)].max() < 0.1  # pupil (byte image: sRGB)
+        iris = np.median(texel[mine][front & (off_axis > 0.45) & (off_axis < 0.8)], axis=0)
+        assert abs(_hue_deg(iris) - _hue_deg(target)) < 10.0
+        assert np.median(texel[mine][front & (off_axis > 1.3)].mean(axis=1)) > 0.3  # sclera
+
+    # A 64 px Cycles render straight at the left eyeball (only the eyeballs: Mask modifier).
+    group = mesh_obj.vertex_groups.new(name="eyeballs_only")
+    group.add(list(range(3931, 5023)), 1.0, 'REPLACE')
+    mask = mesh_obj.modifiers.new("eyes_only", 'MASK')
+    mask.vertex_group = group.name
+    world_co = _evaluated(mesh_obj)[:546]  # masked: the eyeballs only, the left one first
+    centre, radius = eye_layout.fit_sphere(world_co)
+    forward = world_co[np.argmax(world_co @ np.array([0.0, -1.0, 0.0]))] - centre
+    forward /= np.linalg.norm(forward)
+    scene = bpy.context.scene
+    cam = bpy.data.objects.new("eye_cam", bpy.data.cameras.new("eye_cam"))
+    cam.data.type, cam.data.ortho_scale = 'ORTHO', 2.4 * radius
+    cam.data.clip_start = 0.001
+    cam.matrix_world = mathutils.Matrix.Translation(mathutils.Vector(centre + 0.05 * forward)) @ (
+        mathutils.Vector(forward).to_track_quat('Z', 'Y').to_matrix().to_4x4())  # looks down -Z
+    scene.collection.objects.link(cam)
+    scene.camera = cam
+    world = bpy.data.worlds.new("white")
+    if world.node_tree is None:
+        world.use_nodes = True
+    next(n for n in world.node_tree.nodes if n.bl_idname == 'ShaderNodeBackground').inputs[
+        "Color"].default_value = (1.0, 1.0, 1.0, 1.0)
+    scene.world = world
+    render = scene.render
+    render.engine, render.resolution_x, render.resolution_y = 'CYCLES', 64, 64
+    render.resolution_percentage, render.film_transparent = 100, True
+    scene.cycles.samples, scene.cycles.device, scene.cycles.use_denoising = 8, 'CPU', False
+    scene.view_settings.view_transform = 'Standard'
+    render.image_settings.file_format = 'PNG'
+    render.filepath = str(tmp_path / "eye_render.png")
+    bpy.ops.render.render(write_still=True)
+    shot = np.asarray(Image.open(tmp_path / "eye_render.png").convert("RGBA")).astype(np.float64) / 255
+    yy, xx = np.mgrid[0:64, 0:64]
+    iris_px = eye_layout.IRIS_DIAMETER_M / 2 * 64 / (2.4 * radius)  # about 12
+    r = np.hypot(xx + 0.5 - 32, yy + 0.5 - 32) / iris_px
+    ring = shot[(r > 0.45) & (r < 0.8), :3]
+    # Dark pupil in the middle (the clear coat mirrors the white sky over everything: ~0.3)
+    assert shot[r < 0.15, :3].mean() < 0.4 and shot[r < 0.15, 2].mean() < ring[:, 2].mean() - 0.15
+    assert abs(_hue_deg(np.median(ring, axis=0)) - _hue_deg(target)) < 15.0
+    sclera = shot[(r > 1.3) & (r < 1.7) & (shot[..., 3] > 0.9), :3]
+    assert sclera.mean() > ring.mean() + 0.15 and sclera.std(axis=1).mean() < 0.08  # light, grey
+
+    before = _evaluated(mesh_obj)  # the Mask modifier keeps the eyeballs, left one first
+    arm.pose.bones["eye.L"].rotation_euler[2] += 0.3
+    bpy.context.view_layer.update()
+    moved = np.linalg.norm(_evaluated(mesh_obj) - before, axis=1)
+    assert moved[:546].max() > 1e-3 and moved[546:].max() < 1e-6
