@@ -30,6 +30,14 @@ def head_mesh(armature: bpy.types.Object) -> bpy.types.Object | None:
     return None
 
 
+def mouth_objects(armature: bpy.types.Object) -> list[bpy.types.Object]:
+    """The mouth interior objects (teeth, tongue, cavity) skinned to ``armature``, in
+    ``naming.MOUTH_PARTS`` order (those a user deleted are left out)."""
+    found = {c.get(naming.MOUTH_PROP): c for c in armature.children
+             if c.type == 'MESH' and c.get(naming.MOUTH_PROP) in naming.MOUTH_PARTS}
+    return [found[p] for p in naming.MOUTH_PARTS if p in found]
+
+
 def active_head(context: bpy.types.Context) -> tuple[bpy.types.Object, bpy.types.Object | None] | None:
     """(armature, mesh) of the head the active object belongs to, or None."""
     armature = head_armature(context.active_object)

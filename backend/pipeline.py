@@ -118,6 +118,11 @@ class Engine:
         if self.arkit is None:
             self.model_warnings.append("ARKit shapes are missing (run ./setup.sh); the head gets "
                                        "FLAME expression keys only.")
+        from .model.mouth import load_mouth_weights
+
+        # Teeth, tongue, mouth cavity (MakeHuman, CC0): without them the head has no mouth interior.
+        self.mouth, mouth_warnings = load_mouth_weights()
+        self.model_warnings += mouth_warnings
         self._detector = None
         from .landmarks.tddfa import load_tddfa_weights
 
@@ -329,7 +334,8 @@ class Engine:
         else:
             result["segmentation"] = {"model": None}
         files.update(write_result_bundle(out, self, params, texture=texture, overlay=overlay,
-                                         arkit=self._arkit_for(params), segmentation=seg_png))
+                                         arkit=self._arkit_for(params), segmentation=seg_png,
+                                         mouth=self.mouth))
         result["files"] = files
         if detail_info:
             result["detail"] = detail_info

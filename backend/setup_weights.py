@@ -39,6 +39,11 @@ def setup_weights(assets: str | os.PathLike[str] | None = None) -> None:
     setup_tddfa(assets_dir(assets))
     # ---- HOOK: further setup steps go here (each idempotent, printing what it did). ----
 
+    # Teeth and tongue (MakeHuman, CC0) for the mouth interior (backend/model/mouth.py).
+    from .model.mouth import setup_mouth
+
+    setup_mouth(assets_dir(assets))
+
     # Skin/hair segmentation (face parser, non-commercial weights; hair model, Apache-2.0).
     from .appearance.segmentation import setup_segmentation
 

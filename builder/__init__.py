@@ -15,6 +15,7 @@ drivers    OBJECT  corrective keys driven by jaw / neck rotations
 pose       OBJECT  the photo's neck, jaw and eye pose on the pose bones
 material   OBJECT  Principled BSDF with the bundle's texture / maps
 eyes       OBJECT  eye UV map and eyeball material (pupil, iris colour, sclera, coat)
+mouth      OBJECT  teeth, tongue (tongueOut key driven by the head's) and cavity objects
 ========== ======= ============================================================
 
 Only new datablocks are created; if a stage fails they are all removed again.
@@ -29,11 +30,11 @@ import bpy
 
 from ..headrecon_addon import naming, rig
 from ..headrecon_addon.bundle import Bundle
-from . import armature, drivers, eyes, material, mesh, objects, pose, shape_keys, skin
+from . import armature, drivers, eyes, material, mesh, mouth, objects, pose, shape_keys, skin
 from .state import HeadBuild
 
 STAGES: tuple[ModuleType, ...] = (objects, mesh, shape_keys, armature, skin, drivers, pose, material,
-                                   eyes)
+                                   eyes, mouth)
 
 
 def stage_name(stage: ModuleType) -> str:

@@ -1,5 +1,8 @@
 """Stage ``shape_keys`` (Object Mode): Basis, expressions, blinks, Captured, ARKit, correctives.
 
+With a mouth interior (mouth.npz) the head also gets ``tongueOut`` after the ARKit keys (the
+lips parted; its value drives the tongue's key, stage ``mouth``), completing ARKit's 52.
+
 Every key is relative to Basis (the neutral identity). ``Captured`` holds the photo's
 expression (value 1); the blink keys get the fitted eyelid weights; corrective keys get
 their values from drivers (stage ``drivers``), so their sliders span [-2, 2], the range of
@@ -45,5 +48,7 @@ def run(build: HeadBuild) -> None:
     _add_key(build, naming.CAPTURED_KEY, np.einsum("e,evc->vc", b.expression, b.expr_deltas), 1.0)
     for name, delta in zip(b.arkit_names, b.arkit_deltas):
         _add_key(build, name, delta)
+    if b.mouth is not None and naming.TONGUE_OUT_KEY not in b.arkit_names:
+        _add_key(build, naming.TONGUE_OUT_KEY, b.mouth.head_tongue_out)  # drives the tongue's key
     for driver in rig.corrective_drivers(build.bones):
         _add_key(build, driver.key, b.pose_deltas[driver.feature], slider=CORRECTIVE_RANGE)

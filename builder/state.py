@@ -22,6 +22,7 @@ class HeadBuild:
         bones: rig.bone_layout() of the bundle's identity.
         basis: (V, 3) float32 neutral mesh in Blender coordinates.
         collection, mesh_obj, armature_obj: created by the ``objects`` stage.
+        mouth_objs: part name -> object, created by the ``mouth`` stage ({} without a mouth).
         created: every datablock the build created (removed again if the build fails).
         timings: stage name -> seconds.
     """
@@ -34,6 +35,7 @@ class HeadBuild:
     collection: bpy.types.Collection | None = None
     mesh_obj: bpy.types.Object | None = None
     armature_obj: bpy.types.Object | None = None
+    mouth_objs: dict[str, bpy.types.Object] = field(default_factory=dict)
     created: list[bpy.types.ID] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 

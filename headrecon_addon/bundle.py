@@ -61,7 +61,10 @@ class Bundle:
             [0, 1]): offset in metres = (value - midlevel) * strength, from result.json
             ``detail.displacement.blender_displace``.
         warnings: one sentence per listed image left out (missing or damaged); the import
-            goes on without it (albedo and photo texture stand in for each other).
+            goes on without it (albedo and photo texture stand in for each other). Also one
+            for a listed mouth that is left out.
+        mouth: the mouth interior (``mouth.npz``), or None when the bundle has none (older
+            bundles) or it is damaged.
     """
 
     folder: Path
@@ -88,6 +91,7 @@ class Bundle:
     displacement_midlevel: float = 0.5
     displacement_strength: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    mouth: "Mouth | None" = None
 
     @property
     def n_vertices(self) -> int:
@@ -96,6 +100,119 @@ class Bundle:
     @property
     def n_expr(self) -> int:
         return int(self.expr_deltas.shape[0])
+
+
+MOUTH_PARTS: tuple[str, ...] = ("upper_teeth", "lower_teeth", "tongue", "cavity")
+MAX_MOUTH_VERTICES = 100_000  # per part: the shipped parts have a few thousand
+MOUTH_EXTENT_M = 0.5  # every mouth vertex lies within this distance of the head's vertices' box
+
+
+@dataclass
+class MouthPart:
+    """One part of the mouth interior (FLAME frame of the neutral identity, metres).
+
+    Attributes:
+        verts: (N, 3) float32; faces: (F, 3) int32; uv: (T, 2) float32; uv_faces: (F, 3) int32.
+        weights: (N, J) FLAME skinning weights, rows sum to 1.
+    """
+
+    verts: np.ndarray
+    faces: np.ndarray
+    uv: np.ndarray
+    uv_faces: np.ndarray
+    weights: np.ndarray
+
+
+@dataclass
+class Mouth:
+    """The validated mouth interior of a bundle.
+
+    Attributes:
+        parts: name (``MOUTH_PARTS``) -> MouthPart.
+        tongue_out: (N_tongue, 3) the tongue's ``tongueOut`` shape-key offsets.
+        head_tongue_out: (V, 3) the head's ``tongueOut`` shape-key offsets (used when rig.npz's
+            ARKit shapes have no ``tongueOut`` of their own).
+        textures: "teeth" / "tongue" -> existing, complete image file (absent when missing).
+    """
+
+    parts: dict[str, MouthPart]
+    tongue_out: np.ndarray
+    head_tongue_out: np.ndarray
+    textures: dict[str, Path] = field(default_factory=dict)
+
+
+def _validate_mouth(raw: dict[str, np.ndarray], n_v: int, v_neutral: np.ndarray) -> Mouth:
+    """Check mouth.npz's arrays (names, shapes, kinds, indices, weights, extent)."""
+    file = "mouth.npz"
+    n_j = len(naming.FLAME_JOINTS)
+    keys = [f"{p}_{k}" for p in MOUTH_PARTS for k in ("verts", "faces", "uv", "uv_faces", "weights")]
+    missing = [k for k in keys + ["tongue_out", "head_tongue_out"] if k not in raw]
+    if missing:
+        raise BundleError(f"mouth.npz lacks {', '.join(missing[:4])}.")
+    lo, hi = v_neutral.min(0) - MOUTH_EXTENT_M, v_neutral.max(0) + MOUTH_EXTENT_M
+    parts: dict[str, MouthPart] = {}
+    for name in MOUTH_PARTS:
+        verts = _check(raw, f"{name}_verts", ("N", 3), file=file)
+        n = verts.shape[0]
+        if not 0 < n <= MAX_MOUTH_VERTICES:
+            raise BundleError(f"mouth.npz {name} has {n} vertices (1..{MAX_MOUTH_VERTICES} allowed).")
+        if (verts < lo).any() or (verts > hi).any():
+            raise BundleError(f"mouth.npz {name} lies far outside the head.")
+        faces = _check(raw, f"{name}_faces", ("F", 3), "i", file=file)
+        if not 0 < faces.shape[0] <= 4 * MAX_MOUTH_VERTICES:
+            raise BundleError(f"mouth.npz {name} has {faces.shape[0]} faces.")
+        _check_index(faces, f"{name}_faces", n, "vertices", file)
+        uv = _check(raw, f"{name}_uv", ("T", 2), file=file)
+        uv_faces = _check(raw, f"{name}_uv_faces", (faces.shape[0], 3), "i", file=file)
+        _check_index(uv_faces, f"{name}_uv_faces", uv.shape[0], "UV coordinates", file)
+        weights = _check(raw, f"{name}_weights", (n, n_j), file=file)
+        sums = weights.sum(axis=1)
+        if weights.min() < -1e-6 or np.abs(sums - 1.0).max() > WEIGHT_SUM_TOL:
+            raise BundleError(f"mouth.npz {name}_weights must be non-negative with every row "
+                              "summing to 1.")
+        parts[name] = MouthPart(verts, faces, uv, uv_faces, weights)
+    tongue_out = _check(raw, "tongue_out", (parts["tongue"].verts.shape[0], 3), file=file)
+    head_tongue_out = _check(raw, "head_tongue_out", (n_v, 3), file=file)
+    for key, a in (("tongue_out", tongue_out), ("head_tongue_out", head_tongue_out)):
+        if a.size and float(np.abs(a).max()) > MOUTH_EXTENT_M:
+            raise BundleError(f"mouth.npz {key} moves vertices by more than {MOUTH_EXTENT_M} m.")
+    return Mouth(parts, tongue_out, head_tongue_out)
+
+
+def _bundle_mouth(folder: Path, files: dict[str, Any], n_v: int,
+                  v_neutral: np.ndarray) -> tuple[Mouth | None, list[str]]:
+    """The listed mouth, or None (not listed, or damaged: then with a sentence for the user).
+
+    Invalid file names (absolute, ``..``) are refused like every other listed file.
+    """
+    names = {}
+    for key in ("mouth", "teeth_texture", "tongue_texture"):
+        name = files.get(key)
+        if name is not None and (not isinstance(name, str) or not name or Path(name).is_absolute()
+                                 or ".." in Path(name).parts):
+            raise BundleError(f"result.json lists an invalid {key} file name {name!r}.")
+        names[key] = name
+    if names["mouth"] is None:
+        return None, []
+    path = folder / names["mouth"]
+    try:
+        if not path.is_file():
+            raise BundleError(f"{names['mouth']} is missing")
+        mouth = _validate_mouth(_load_npz(path), n_v, v_neutral)
+    except BundleError as exc:
+        return None, [f"{str(exc).rstrip('.')}; the head is imported without its mouth interior."]
+    notes = []
+    for role in ("teeth", "tongue"):
+        name = names[f"{role}_texture"]
+        if name is None:
+            continue
+        tex = folder / name
+        problem = "it is missing" if not tex.is_file() else png_problem(tex)
+        if problem is None:
+            mouth.textures[role] = tex
+        else:
+            notes.append(f"{name}: {problem}; the {role} get a plain colour.")
+    return mouth, notes
 
 
 def _read_result(folder: Path) -> dict[str, Any]:
@@ -216,31 +333,31 @@ def _shape_text(shape: tuple[int | str, ...]) -> str:
 
 
 def _check(arrays: dict[str, np.ndarray], key: str, shape: tuple[int | str, ...],
-           kind: str = "f") -> np.ndarray:
+           kind: str = "f", file: str = "rig.npz") -> np.ndarray:
     """Check one array's shape (ints fixed, strings free) and kind ('f' float, 'i' int, 'U' str)."""
     a = arrays[key]
     ok_kind = (a.dtype.kind in "fiu") if kind == "f" else (a.dtype.kind in "iu") if kind == "i" \
         else a.dtype.kind == "U"
     if not ok_kind:
         what = {"f": "numbers", "i": "integers", "U": "strings"}[kind]
-        raise BundleError(f"rig.npz {key} must hold {what}, found dtype {a.dtype}.")
+        raise BundleError(f"{file} {key} must hold {what}, found dtype {a.dtype}.")
     if a.ndim != len(shape) or any(isinstance(s, int) and g != s for g, s in zip(a.shape, shape)):
-        raise BundleError(f"rig.npz {key} has shape {_shape_text(a.shape)}, expected "
+        raise BundleError(f"{file} {key} has shape {_shape_text(a.shape)}, expected "
                           f"{_shape_text(shape)}.")
     if kind == "f":
         a = np.ascontiguousarray(a, dtype=np.float32)
         if not np.isfinite(a).all():
-            raise BundleError(f"rig.npz {key} contains NaN or infinite values.")
+            raise BundleError(f"{file} {key} contains NaN or infinite values.")
     elif kind == "i":
         if a.size and (int(a.min()) < -2**31 or int(a.max()) >= 2**31):
-            raise BundleError(f"rig.npz {key} holds integers beyond the 32-bit range.")
+            raise BundleError(f"{file} {key} holds integers beyond the 32-bit range.")
         a = np.ascontiguousarray(a, dtype=np.int32)
     return a
 
 
-def _check_index(a: np.ndarray, key: str, n: int, what: str) -> None:
+def _check_index(a: np.ndarray, key: str, n: int, what: str, file: str = "rig.npz") -> None:
     if a.size and (a.min() < 0 or a.max() >= n):
-        raise BundleError(f"rig.npz {key} indexes outside the {n} {what}.")
+        raise BundleError(f"{file} {key} indexes outside the {n} {what}.")
 
 
 def _validate_rig(raw: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -340,9 +457,10 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
     photo = result.get("input", {}).get("photo") if isinstance(result.get("input"), dict) else None
     stem = Path(photo).stem if isinstance(photo, str) and Path(photo).stem else folder.name
     midlevel, strength = _displacement_params(result) if "displacement" in images else (0.5, 0.0)
+    mouth, mouth_notes = _bundle_mouth(folder, files, arrays["v_neutral"].shape[0], arrays["v_neutral"])
     return Bundle(folder=folder.resolve(), result=result, photo_stem=stem, images=images,
-                  displacement_midlevel=midlevel, displacement_strength=strength, warnings=notes,
-                  **arrays)
+                  displacement_midlevel=midlevel, displacement_strength=strength,
+                  warnings=notes + mouth_notes, mouth=mouth, **arrays)
 
 
 EYE_IMAGE_SIDES = (64, 8192)  # eye.png: square, its side within these (pixels)

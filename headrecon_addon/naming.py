@@ -98,6 +98,9 @@ ARKIT_NAMES: tuple[str, ...] = (
 )
 
 
+TONGUE_OUT_KEY = "tongueOut"  # the ARKit shape the mouth interior adds (ICT has none)
+
+
 def shape_key_names(n_expr: int, arkit_names: tuple[str, ...] = ()) -> list[str]:
     """Every shape key of a head in order: Basis, expressions, blinks, Captured, ARKit, correctives.
 
@@ -117,7 +120,20 @@ def object_names(photo_stem: str) -> dict[str, str]:
         "mesh": f"{photo_stem}_head",
         "material": f"{photo_stem}_skin",
         "eye_material": f"{photo_stem}_eyes",
+        "upper_teeth": f"{photo_stem}_teeth_upper",
+        "lower_teeth": f"{photo_stem}_teeth_lower",
+        "tongue": f"{photo_stem}_tongue",
+        "cavity": f"{photo_stem}_mouth",
+        "teeth_material": f"{photo_stem}_teeth",
+        "tongue_material": f"{photo_stem}_tongue",
+        "cavity_material": f"{photo_stem}_mouth",
     }
+
+
+# Mouth interior objects (builder/mouth.py): children of the head's armature, skinned to it,
+# marked with MOUTH_PROP = their part name (not HEAD_PROP: they are not the head mesh).
+MOUTH_PROP = "headrecon_mouth"
+MOUTH_PARTS: tuple[str, ...] = ("upper_teeth", "lower_teeth", "tongue", "cavity")
 
 # FLAME topology: the eyeball vertices (assets masks left_eyeball / right_eyeball), half-open
 # ranges, subject's left (+X) first. They get the eye material (builder/eyes.py).

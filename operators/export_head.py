@@ -1,4 +1,5 @@
-"""``headrecon.export_head``: write the active head (armature + mesh only) as .glb or .fbx.
+"""``headrecon.export_head``: write the active head (armature, mesh and the mouth interior:
+teeth, tongue, cavity) as .glb or .fbx.
 
 Settings come from ``headrecon_addon.export_profiles``. For the export, and only for it,
 the head is the only selection, its shape keys and bones carry the rename profile's names
@@ -7,7 +8,11 @@ object are restored afterwards, also when the exporter fails. Renaming a bone or
 key through Blender's API also renames vertex groups, animation paths and driver targets,
 so restoring the names restores the head exactly.
 
-Also for the export only: glTF gets the mesh unparented from the armature (same world
+The mouth objects (``heads.mouth_objects``) go along when they are visible; the tongue's
+``tongueOut`` key gets the rename profile's name too, and its driver (the head's
+``tongueOut``) is baked into the animation by both exporters.
+
+Also for the export only: glTF gets the mesh (and each mouth object) unparented from the armature (same world
 matrix; the Armature modifier keeps the skin), so the file has the skinned mesh node beside
 the armature node; FBX gets the scene's frame range set to the keyed range of the head's
 action(s) and the scene named after the action (the FBX exporter names its take after the
@@ -24,6 +29,7 @@ import bpy
 
 from ..headrecon_addon import export_profiles as ep
 from ..headrecon_addon.face_controls import head_stem
+from ..heads import mouth_objects
 from . import face_rig
 
 RENAME_ITEMS: list[tuple[str, str, str]] = [
@@ -64,12 +70,18 @@ def _rename_all(items: list[tuple[bpy.types.bpy_struct, str]]) -> None:
 
 @contextmanager
 def _renamed(armature: bpy.types.Object, mesh_obj: bpy.types.Object, mapping: ep.RenameMap,
-             armature_node: str | None) -> Iterator[None]:
-    """Names of the rename map (and the armature object name) for the duration of the block."""
+             armature_node: str | None,
+             others: tuple[bpy.types.Object, ...] = ()) -> Iterator[None]:
+    """Names of the rename map (and the armature object name) for the duration of the block;
+    ``others`` (mouth objects) get the map's names on the shape keys they share with the head."""
     key_blocks = mesh_obj.data.shape_keys.key_blocks
     bones = armature.data.bones
     forward = ([(key_blocks[old], new) for old, new in mapping.keys.items()]
                + [(bones[old], new) for old, new in mapping.bones.items()])
+    for obj in others:
+        if obj.data.shape_keys is not None:
+            blocks = obj.data.shape_keys.key_blocks
+            forward += [(blocks[old], new) for old, new in mapping.keys.items() if old in blocks]
     if armature_node is not None:
         forward.append((armature, armature_node))
     originals = [(struct, struct.name) for struct, _ in forward]
@@ -174,6 +186,8 @@ class HEADRECON_OT_export_head(face_rig.HeadPoll, bpy.types.Operator):
             self.report({'ERROR'}, "Choose a file to export to.")
             return {'CANCELLED'}
         path = ep.export_path(bpy.path.abspath(self.filepath), preset.id)
+        mouth = [o for o in mouth_objects(armature)
+                 if o.name in context.view_layer.objects and o.visible_get()]
         for obj in (armature, mesh_obj):
             if obj.name not in context.view_layer.objects or not obj.visible_get():
                 self.report({'ERROR'}, f"{obj.name} is hidden or excluded from the view layer; "
@@ -195,10 +209,11 @@ class HEADRECON_OT_export_head(face_rig.HeadPoll, bpy.types.Operator):
         exporter = (bpy.ops.export_scene.gltf if preset.exporter == "gltf"
                     else bpy.ops.export_scene.fbx)
         with ExitStack() as stack:
-            stack.enter_context(_only_selected(context, [armature, mesh_obj]))
-            stack.enter_context(_renamed(armature, mesh_obj, mapping, node))
+            stack.enter_context(_only_selected(context, [armature, mesh_obj, *mouth]))
+            stack.enter_context(_renamed(armature, mesh_obj, mapping, node, tuple(mouth)))
             if preset.mesh_beside_armature:
-                stack.enter_context(_mesh_beside_armature(mesh_obj))
+                for obj in (mesh_obj, *mouth):
+                    stack.enter_context(_mesh_beside_armature(obj))
             if preset.take_from_action:
                 warning = stack.enter_context(
                     _take_from_action(context.scene, _head_actions(armature, mesh_obj)))

@@ -372,7 +372,7 @@ def write_result_bundle(out: str | os.PathLike[str], engine: _EngineLike, params
                         texture: Any = None, albedo: Any = None,
                         overlay: Any = None,
                         arkit: tuple[list[str], np.ndarray] | None = None,
-                        segmentation: Any = None) -> dict[str, str]:
+                        segmentation: Any = None, mouth: Any = None) -> dict[str, str]:
     """Write the pipeline's bundle files except result.json into ``out``.
 
     Args:
@@ -384,11 +384,16 @@ def write_result_bundle(out: str | os.PathLike[str], engine: _EngineLike, params
         segmentation: the photo's label map in photo pixels, a palette ``PIL.Image`` whose
             pixel values are label ids (``appearance.segmentation.segmentation_png``) or an
             (H, W) uint8 array; written as ``segmentation.png``.
+        mouth: ``backend.model.mouth.MouthAssets`` or None: teeth, tongue and cavity placed for
+            this identity (``mouth.npz``, ``teeth.png``, ``tongue.png``).
     Returns:
         The ``files`` table entries written: role -> file name.
     """
+    p = params.numpy()
     files = write_head_files(out, engine.model, engine.uv.uv, engine.uv.uv_faces,
-                             engine.eyelid_deltas, params.numpy(), arkit=arkit)
+                             engine.eyelid_deltas, p, arkit=arkit)
+    if mouth is not None:
+        files.update(write_mouth(out, engine.model, p["shape"], mouth))
     for role, image in (("texture", texture), ("albedo", albedo), ("overlay", overlay)):
         if image is not None:
             files[role] = write_png(Path(out) / f"{role}.png", image).name
@@ -400,6 +405,20 @@ def write_result_bundle(out: str | os.PathLike[str], engine: _EngineLike, params
             write_png(path, np.asarray(segmentation, np.uint8)[..., None])
         files["segmentation"] = path.name
     return files
+
+
+def write_mouth(out: str | os.PathLike[str], model: ModelArrays, shape: np.ndarray,
+                mouth: Any) -> dict[str, str]:
+    """Place the mouth (``backend.model.mouth``) in the identity ``shape`` (S',) and write
+    ``mouth.npz`` and the teeth / tongue textures into ``out``; {} for a model that is not
+    FLAME's topology. Returns the ``files`` table entries written."""
+    from ..model.mouth import FLAME_VERTEX_COUNT, place_mouth, write_mouth_files
+
+    if model.v_template.shape[0] != FLAME_VERTEX_COUNT:
+        return {}
+    shape = np.asarray(shape, np.float64).reshape(-1)
+    v_neutral = model.v_template.astype(np.float64) + model.shapedirs[:, :, :len(shape)] @ shape
+    return write_mouth_files(out, place_mouth(mouth, v_neutral, model.weights, model.joint_names), mouth)
 
 
 def random_dev_params(n_shape: int, n_expr: int, seed: int) -> dict[str, np.ndarray]:
@@ -425,11 +444,12 @@ def random_dev_params(n_shape: int, n_expr: int, seed: int) -> dict[str, np.ndar
 
 def write_dev_bundle(out: str | os.PathLike[str], seed: int = 0,
                      assets: str | os.PathLike[str] | None = None,
-                     flame: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+                     flame: str | os.PathLike[str] | None = None, mouth: bool = True) -> dict[str, Any]:
     """A complete bundle from random parameters of the FLAME model (no photo, no fitting).
 
     Writes result.json, mesh.obj, neutral.obj, texture.png (assets ``uv/mean_texture.jpg``
-    with alpha 255) and rig.npz into ``out`` (created).
+    with alpha 255) and rig.npz into ``out`` (created), and with ``mouth`` the mouth interior
+    from the assets' ``mouth/`` (mouth.npz, teeth.png, tongue.png).
 
     Args:
         out: output folder.
@@ -455,6 +475,10 @@ def write_dev_bundle(out: str | os.PathLike[str], seed: int = 0,
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     files = write_head_files(out, model, uv.uv, uv.uv_faces, eyelid_deltas, p)
+    if mouth:
+        from ..model.mouth import MOUTH_SUBDIR, load_mouth_assets
+
+        files.update(write_mouth(out, model, p["shape"], load_mouth_assets(root / MOUTH_SUBDIR)))
     texture = np.asarray(Image.open(asset_path(DEV_TEXTURE_RELPATH, root)).convert("RGBA"))
     files["texture"] = write_png(out / "texture.png", texture).name
     width = height = 512
