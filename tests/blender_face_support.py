@@ -104,8 +104,8 @@ def import_head(bundle: Path) -> tuple[bpy.types.Object, bpy.types.Object]:
     """Import a bundle with the extension's operator; returns (armature, mesh)."""
     assert bpy.ops.headrecon.import_bundle(filepath=str(bundle / "result.json")) == {'FINISHED'}
     arm = bpy.context.view_layer.objects.active
-    meshes = [c for c in arm.children if c.type == 'MESH']
-    assert arm.type == 'ARMATURE' and len(meshes) == 1
+    meshes = [c for c in arm.children if c.type == 'MESH' and c.get("headrecon_head")]
+    assert arm.type == 'ARMATURE' and len(meshes) == 1  # the mouth objects are not the head
     return arm, meshes[0]
 
 

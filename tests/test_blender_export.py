@@ -5,7 +5,7 @@ validator (npm ``gltf-validator`` in tools/, installed by setup.sh with ``npm ci
 tools``). FBX files are imported back into an empty file with Blender's FBX importer.
 
 Bundle: a development bundle from the FLAME dev model carrying the 51 ARKit shapes of the
-assets. Animation: Smile keyed at frame 1, Surprise (jaw 0.15 rad) at frame 10, 24 fps.
+assets and a mouth interior (teeth, tongue, cavity exported beside the head; tongueOut = 52). Animation: Smile keyed at frame 1, Surprise (jaw 0.15 rad) at frame 10, 24 fps.
 Tolerances: morph weights and key values 1e-6 (float32), rotations 1e-5 rad, positions 1e-5 m.
 """
 
@@ -122,9 +122,11 @@ def test_glb_export(animated_head, tmp_path):
 
     gltf, blob = read_glb(path)
     nodes = [n["name"] for n in gltf["nodes"]]
-    assert cube.name not in nodes and set(nodes) == {arm.name, mesh_obj.name, *naming.BONE_NAMES}
+    mouth = [o.name for o in arm.children if naming.MOUTH_PROP in o]
+    assert len(mouth) == 4  # teeth (2), tongue, cavity
+    assert cube.name not in nodes and set(nodes) == {arm.name, mesh_obj.name, *mouth, *naming.BONE_NAMES}
     # morph targets: named like the shape keys (minus Basis), one target per name
-    (mesh,) = gltf["meshes"]
+    (mesh,) = [m for m in gltf["meshes"] if m["name"] == mesh_obj.data.name]
     target_names = mesh["extras"]["targetNames"]
     assert target_names == key_names[1:]
     assert all(len(p["targets"]) == len(target_names) for p in mesh["primitives"])
@@ -153,11 +155,11 @@ def test_glb_export(animated_head, tmp_path):
     assert _quat_angle(quats[0], quats[-1]) == pytest.approx(JAW_ANGLE, abs=1e-5)
 
     # the normal map comes with tangents; the skinned mesh node sits beside the armature node
-    skin_material, eye_material = gltf["materials"]  # the skin, the eyeballs (builder/eyes.py)
+    skin_material, eye_material = gltf["materials"][:2]  # the skin, the eyeballs (builder/eyes.py)
     assert "normalTexture" in skin_material and eye_material["name"].endswith("_eyes")
     assert all("TANGENT" in p["attributes"] for p in mesh["primitives"])
     roots = [nodes[k] for k in gltf["scenes"][gltf.get("scene", 0)]["nodes"]]
-    assert sorted(roots) == sorted([arm.name, mesh_obj.name])
+    assert sorted(roots) == sorted([arm.name, mesh_obj.name, *mouth])
     assert mesh_obj.parent == arm  # restored after the export
 
     report = validate(path)
@@ -180,10 +182,11 @@ def test_glb_reimports_without_an_extra_empty(animated_head, tmp_path):
     assert bpy.ops.headrecon.export_head(filepath=str(path), preset='GLB') == {'FINISHED'}
     bpy.ops.wm.read_homefile(use_empty=True)
     assert bpy.ops.import_scene.gltf(filepath=str(path), disable_bone_shape=True) == {'FINISHED'}
-    objs = {o.type: o for o in bpy.data.objects}
-    assert sorted(o.type for o in bpy.data.objects) == ['ARMATURE', 'MESH']
-    assert objs['MESH'].parent == objs['ARMATURE']
-    assert len(objs['MESH'].data.vertices) >= 5023  # glTF splits the UV seams
+    arms = [o for o in bpy.data.objects if o.type == 'ARMATURE']
+    meshes = [o for o in bpy.data.objects if o.type == 'MESH']
+    assert len(arms) == 1 and len(meshes) == 5  # head, teeth (2), tongue, cavity; no Empty
+    assert len(bpy.data.objects) == 6 and all(m.parent == arms[0] for m in meshes)
+    assert max(len(m.data.vertices) for m in meshes) >= 5023  # glTF splits the UV seams
 
 
 def test_glb_rename_profile_applies_to_the_file_only(animated_head, tmp_path):
@@ -245,8 +248,9 @@ def test_fbx_export_reimports_with_the_same_shape_keys(animated_head, tmp_path, 
     assert bpy.ops.import_scene.fbx(filepath=str(path), anim_offset=0.0) == {'FINISHED'}
     arms = [o for o in bpy.data.objects if o.type == 'ARMATURE']
     meshes = [o for o in bpy.data.objects if o.type == 'MESH']
-    assert len(arms) == 1 and len(meshes) == 1
-    new_arm, new_mesh = arms[0], meshes[0]
+    assert len(arms) == 1 and len(meshes) == 5  # head + mouth interior
+    new_arm, new_mesh = arms[0], max(meshes, key=lambda o: len(o.data.vertices) if
+                                     o.data.shape_keys and len(o.data.shape_keys.key_blocks) > 2 else 0)
     new_keys = new_mesh.data.shape_keys.key_blocks.keys()
     assert new_keys[1:] == [mapping.keys.get(k, k) for k in keys[1:]]
     assert sorted(new_arm.data.bones.keys()) == sorted(mapping.bones.get(b, b) for b in bones)

@@ -1,6 +1,7 @@
 """Live Link Face CSV import / export operators in real Blender (bpy 5.0.1), the extension
 installed from its zip (tests/blender_face_support.py), on a development bundle that
-carries the 51 ARKit shapes of the assets.
+carries the 51 ARKit shapes of the assets and a mouth interior (mouth.npz: the head's
+``tongueOut`` key, which drives the tongue's), so the head has all 52.
 
 Tolerances: shape-key values are float32 (1e-6 when keyed, 1e-4 after the export's
 8-digit text round trip and float32 keyframes); bone rotations go through Euler angles
@@ -106,7 +107,7 @@ def test_import_keys_rows_at_their_frames(ext, arkit_bundle: Path, tmp_path: Pat
     key_curves = {fc.data_path: fc for fc in _channelbag(action, shape_keys).fcurves}
     keyed = {n for n in face_controls.ARKIT_NAMES if n in head_keys}
     photo_keys = (naming.CAPTURED_KEY, *naming.BLINK_KEYS)
-    assert len(keyed) == 51 and "tongueOut" not in keyed  # ICT has no tongue shape
+    assert len(keyed) == 52 and "tongueOut" in keyed  # ICT's 51 + the mouth's tongueOut
     assert set(key_curves) == {f'key_blocks["{n}"].value' for n in keyed | set(photo_keys)}
     for name in keyed:
         points = key_curves[f'key_blocks["{name}"].value'].keyframe_points
@@ -156,7 +157,7 @@ def test_export_round_trip(ext, arkit_bundle: Path, tmp_path: Path) -> None:
     for fr in take.frames:
         got = rows[fr.frame]
         for name, v in fr.weights.items():
-            want = 0.0 if name == "tongueOut" else v  # the head has no tongueOut key
+            want = v  # all 52, tongueOut included
             assert got.weights[name] == pytest.approx(want, abs=ROUND_TRIP_TOL), name
         for g in livelink.ROTATION_GROUPS:
             assert got.rotations[g] == pytest.approx(fr.rotations[g], abs=ROT_TOL), g
@@ -193,7 +194,7 @@ def test_expression_from_photo_keys_the_current_frame(ext, arkit_bundle: Path,
     assert all([p.co[0] for p in pts] == [7.0] for pts in smile)
     assert np.mean([pts[0].co[1] for pts in smile]) > 0.3  # the smile is captured (transfer)
     values = [kb.value for kb in shape_keys.key_blocks if kb.name in face_controls.ARKIT_NAMES]
-    assert len(values) == 51 and min(values) >= 0.0 and max(values) <= 1.0
+    assert len(values) == 52 and min(values) >= 0.0 and max(values) <= 1.0
     for name in (naming.CAPTURED_KEY, *naming.BLINK_KEYS):  # replaces the photo's expression
         points = curves[f'key_blocks["{name}"].value'].keyframe_points
         assert [(p.co[0], p.co[1]) for p in points] == [(7.0, 0.0)], name
