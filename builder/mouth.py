@@ -28,6 +28,9 @@ MODE = 'OBJECT'
 PLAIN_COLOURS: dict[str, tuple[float, float, float]] = {
     "teeth": (0.8, 0.75, 0.65), "tongue": (0.45, 0.12, 0.12), "cavity": (0.12, 0.015, 0.015)}
 ROUGHNESS: dict[str, float] = {"teeth": 0.25, "tongue": 0.45, "cavity": 0.7}
+SHADE_ATTRIBUTE = "MouthShade"  # colour attribute (point domain): baked darkening with depth
+SHADE_DEPTH_M = 0.014  # depth behind the front teeth where the shade has fallen to 1/e
+SHADE_MIN = 0.2
 PART_MATERIAL: dict[str, str] = {"upper_teeth": "teeth", "lower_teeth": "teeth", "tongue": "tongue",
                                  "cavity": "cavity"}
 
@@ -40,19 +43,41 @@ def _material(build: HeadBuild, kind: str) -> bpy.types.Material:
     nodes, links = material.node_tree.nodes, material.node_tree.links
     bsdf = next(n for n in nodes if n.bl_idname == 'ShaderNodeBsdfPrincipled')
     bsdf.inputs["Roughness"].default_value = ROUGHNESS[kind]
+    # the mouth is lit through the lips only: its colour times the baked shade attribute
+    shade = nodes.new('ShaderNodeVertexColor')
+    shade.layer_name, shade.label, shade.location = SHADE_ATTRIBUTE, "Mouth shade", (-500.0, -100.0)
+    multiply = nodes.new('ShaderNodeMix')
+    multiply.data_type, multiply.blend_type, multiply.location = 'RGBA', 'MULTIPLY', (-200.0, 200.0)
+    multiply.inputs["Factor"].default_value = 1.0
+    links.new(shade.outputs["Color"], multiply.inputs["B"])
+    links.new(multiply.outputs["Result"], bsdf.inputs["Base Color"])
     texture = build.bundle.mouth.textures.get(kind)
     if texture is not None:
         node = nodes.new('ShaderNodeTexImage')
-        node.image, node.label, node.location = load_image(build, texture, False), kind.title(), (-400.0, 200.0)
-        links.new(node.outputs["Color"], bsdf.inputs["Base Color"])
+        node.image, node.label, node.location = load_image(build, texture, False), kind.title(), (-500.0, 200.0)
+        links.new(node.outputs["Color"], multiply.inputs["A"])
     else:
-        bsdf.inputs["Base Color"].default_value = (*PLAIN_COLOURS[kind], 1.0)
+        multiply.inputs["A"].default_value = (*PLAIN_COLOURS[kind], 1.0)
     return material
 
 
+def mouth_shade(verts: np.ndarray, front_z: float) -> np.ndarray:
+    """(N,) how much light reaches each point of the mouth: 1 at the front teeth, falling
+    with the depth behind them (Gaussian of width ``SHADE_DEPTH_M``) to ``SHADE_MIN``. A baked
+    stand-in for the lips' and cheeks' occlusion (the dark "buccal corridors" beside the front
+    teeth, the dim back of the mouth), which EEVEE's world light does not have.
+
+    Args:
+        verts: (N, 3) FLAME frame (metres, +z forward); front_z: z of the teeth's front.
+    """
+    depth = np.clip(front_z - np.asarray(verts, np.float64)[:, 2], 0.0, None) / SHADE_DEPTH_M
+    return SHADE_MIN + (1.0 - SHADE_MIN) * np.exp(-depth * depth)
+
+
 def _part_object(build: HeadBuild, name: str, part: MouthPart,
-                 material: bpy.types.Material) -> bpy.types.Object:
-    """A mesh object for one part: geometry, UVs, material, skin, parent."""
+                 material: bpy.types.Material, front_z: float) -> bpy.types.Object:
+    """A mesh object for one part: geometry, UVs, shade attribute (``mouth_shade`` with the
+    teeth's front at ``front_z``), material, skin, parent."""
     mesh = build.track(bpy.data.meshes.new(build.names[name]))
     verts = rig.flame_to_blender(part.verts)
     n_f = part.faces.shape[0]
@@ -65,6 +90,11 @@ def _part_object(build: HeadBuild, name: str, part: MouthPart,
     mesh.polygons.foreach_set("loop_total", np.full(n_f, 3, dtype=np.int32))
     uv_layer = mesh.uv_layers.new(name=naming.UV_MAP)
     uv_layer.data.foreach_set("uv", np.ascontiguousarray(part.uv[part.uv_faces.ravel()], np.float32).ravel())
+    shade = mouth_shade(part.verts, front_z)
+    colour = mesh.color_attributes.new(SHADE_ATTRIBUTE, 'FLOAT_COLOR', 'POINT')
+    rgba = np.ones((len(shade), 4), np.float32)
+    rgba[:, :3] = shade[:, None]
+    colour.data.foreach_set("color", rgba.ravel())
     mesh.update()
     mesh.shade_smooth()
     mesh.materials.append(material)
@@ -116,7 +146,8 @@ def run(build: HeadBuild) -> None:
     if mouth is None:
         return
     materials = {kind: _material(build, kind) for kind in ("teeth", "tongue", "cavity")}
-    objects = {name: _part_object(build, name, mouth.parts[name], materials[PART_MATERIAL[name]])
+    front_z = float(mouth.parts["upper_teeth"].verts[:, 2].max())
+    objects = {name: _part_object(build, name, mouth.parts[name], materials[PART_MATERIAL[name]], front_z)
                for name in naming.MOUTH_PARTS}
     _tongue_out(build, objects["tongue"])
     build.mouth_objs = objects

@@ -2,7 +2,8 @@
 teeth split at the bite plane, and for the template and random identities (60 identity
 components, N(0, 1.5)) nothing of the mouth shows with the mouth closed and nothing pokes
 through the lips or cheeks with the jaw open (0.35 rad, the Jaw Open preset) and the tongue
-out (tests/mouth_support.py measures it from 9 views).
+out (tests/mouth_support.py measures it from 9 views); the upper incisors show 2-3 mm under
+the upper lip with the jaw open and the tongue lies under the lower incisors' edges.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pytest
 from backend.model import mouth as M
 from backend.model.flame import load_flame
 from backend.model.assets import flame_model_path
+from backend.files.bundle import flame_forward_np
 from tests import mouth_support
 
 JAW_OPEN_RAD = 0.35
@@ -84,10 +86,16 @@ def test_nothing_pokes_through_closed_or_open(model, assets) -> None:
 
 def test_tongue_out_reaches_past_the_lips(model, assets) -> None:
     geo = M.place_mouth(assets, model.v_template, model.weights, model.joint_names)
-    tip = (geo.parts["tongue"].verts + geo.tongue_out)[:, 2].max()
+    out = geo.parts["tongue"].verts + geo.tongue_out
+    tip = out[:, 2].max()
     lips = model.v_template[[M.LIP_RINGS["outer_upper"][7], M.LIP_RINGS["outer_lower"][7]], 2].max()
     print(f"tongue tip {1e3 * (tip - lips):.1f} mm in front of the lips at tongueOut = 1")
     assert tip > lips + 0.005
+    # it leaves between the lips, over the lower incisors (not through the lower lip)
+    low = geo.parts["lower_teeth"]
+    lower_edge = M.central_incisors(M.MeshPart(low.verts, low.faces, low.uv, low.uv_faces))[:, 1].max()
+    over_teeth = np.abs(out[:, 2] - low.verts[:, 2].max()) < 0.002
+    assert out[over_teeth, 1].min() > lower_edge
 
 
 def test_dev_bundle_has_the_mouth(tmp_path: Path, assets_dir: Path) -> None:
@@ -99,3 +107,33 @@ def test_dev_bundle_has_the_mouth(tmp_path: Path, assets_dir: Path) -> None:
         "mouth.npz", "teeth.png", "tongue.png"}
     b = load_bundle(tmp_path / "b")
     assert b.mouth is not None and set(b.mouth.textures) == {"teeth", "tongue"} and not b.warnings
+
+
+def test_incisors_show_under_the_lip_and_tongue_lies_low(model, assets) -> None:
+    """Anatomy: a relaxed upper lip shows 1-3 mm of the upper incisors (rest display). With the
+    Jaw Open preset FLAME's upper lip sags ~2 mm, so the incisal edge sits 4.5 mm under the
+    closed lip's lowest midline point and 2-3 mm under the open one; the tongue's highest point
+    stays under the lower incisors' edges, its tip behind them."""
+    rng = np.random.default_rng(14)
+    jaw = model.joint_names.index("jaw")
+    for k, shape in enumerate([np.zeros(60)] + [rng.normal(0.0, 1.5, 60) for _ in range(5)]):
+        v = model.v_template + model.shapedirs[:, :, :60] @ shape
+        geo = M.place_mouth(assets, v, model.weights, model.joint_names)
+        upper = M.central_incisors(M.MeshPart(geo.parts["upper_teeth"].verts, geo.parts["upper_teeth"].faces,
+                                              geo.parts["upper_teeth"].uv, geo.parts["upper_teeth"].uv_faces))
+        lower = M.central_incisors(M.MeshPart(geo.parts["lower_teeth"].verts, geo.parts["lower_teeth"].faces,
+                                              geo.parts["lower_teeth"].uv, geo.parts["lower_teeth"].uv_faces))
+        pose = np.zeros((5, 3))
+        pose[2, 0] = JAW_OPEN_RAD
+        opened = flame_forward_np(model, shape, np.zeros(model.exprdirs.shape[2]), pose).vertices
+        lip_closed = M.upper_lip_edge(v, model.weights[:, jaw])
+        lip_open = M.upper_lip_edge(opened, model.weights[:, jaw])
+        edge = upper[:, 1].min()
+        tongue = geo.parts["tongue"].verts
+        print(f"identity {k}: incisal edge {1e3 * (lip_closed - edge):.1f} mm under the closed upper lip, "
+              f"{1e3 * (lip_open - edge):.1f} mm under the open one; tongue top "
+              f"{1e3 * (lower[:, 1].max() - tongue[:, 1].max()):.1f} mm under the lower incisors' edges")
+        assert 0.0015 < lip_open - edge < 0.0035
+        assert lip_closed - edge == pytest.approx(M.INCISOR_BELOW_LIP_M, abs=1e-6)
+        assert tongue[:, 1].max() < lower[:, 1].max() - 0.001
+        assert tongue[:, 2].max() < lower[:, 2].max()

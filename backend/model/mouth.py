@@ -7,14 +7,17 @@ are placed for every identity from FLAME's lip rings (``LIP_RINGS``):
 
 * **scale** = the identity's mouth width (inner-ring corner to corner) times
   ``TEETH_WIDTH_OVER_MOUTH`` over the asset's gum width;
-* **position**: the upper incisors' front edge ``FRONT_GAP_M`` behind the upper inner ring's
-  centre, the bite plane at the height where the lips meet (the mean of the ring corners);
+* **position**: the teeth's front ``FRONT_GAP_M`` behind the upper inner ring's centre; the
+  upper central incisors' edge ``INCISOR_BELOW_LIP_M`` under the lowest point of the upper
+  lip near the midline (``upper_lip_edge``), so that with the jaw open (FLAME's upper lip then
+  sags about 2 mm) 2-3 mm of the incisors show under the lip, as in a relaxed open mouth
+  (anatomical rest display 1-3 mm), and with the lips closed the edge is behind the lower lip;
   the asset's axes are FLAME's (y up, z forward), so there is no rotation;
 * the teeth are split at the asset's bite plane (a line through the 32 teeth's centres in
   the side view): the upper row follows the head (FLAME's ``neck`` joint), the lower row and
   the tongue the ``jaw`` joint;
 * the tongue lies on the floor of the mouth, its tip behind the lower incisors and its
-  back under the bite plane; ``tongue_out`` is its shape key sticking the tip out between
+  highest point ``TONGUE_TOP_BELOW_INCISORS_M`` under the lower central incisors' edges; ``tongue_out`` is its shape key sticking the tip out between
   the lips, ``head_tongue_out`` the head's matching key (the lips parted);
 * the **cavity** is a pouch open at the front: its opening follows the inner lip ring
   (1.5 mm outside and 1 mm behind it, with the ring's own skin weights, so it moves with the
@@ -67,16 +70,21 @@ LIP_RINGS: dict[str, tuple[int, ...]] = {
                     2943, 2709, 2708),
 }
 FLAME_VERTEX_COUNT = 5023
+EYEBALLS_START = 3931  # FLAME's eyeball vertices (both eyes) are 3931..5022
 PARTS: tuple[str, ...] = ("upper_teeth", "lower_teeth", "tongue", "cavity")
 HEAD_JOINT, JAW_JOINT = "neck", "jaw"  # FLAME joints the upper and the lower parts follow
 
 # Placement constants (metres or ratios), checked by tests/test_mouth.py on random identities.
 TEETH_WIDTH_OVER_MOUTH = 0.86  # gum width / inner-ring corner distance
-FRONT_GAP_M = 0.0025  # upper incisors' front edge behind the upper inner ring's centre
-BITE_BELOW_CORNERS_M = 0.001  # bite plane under the mean height of the mouth corners
+FRONT_GAP_M = 0.0025  # teeth's front (upper gums) behind the upper inner ring's centre
+# Upper central incisors' edge under the upper lip's lowest midline point (neutral, lips
+# closed). FLAME's upper lip sags 1.7-2.1 mm at the Jaw Open preset (0.35 rad), which leaves
+# 2.4-2.8 mm of incisor showing under it (tests/test_mouth.py measures it).
+INCISOR_BELOW_LIP_M = 0.0045
+UPPER_LIP_HALF_WIDTH_M = 0.005  # the upper lip's lowest point is looked for this near the midline
 TONGUE_SCALE = 0.72  # tongue size relative to the teeth's scale
 TONGUE_TIP_GAP_M = 0.003  # tongue tip behind the lower incisors' front edge
-TONGUE_TOP_BELOW_BITE_M = 0.002  # highest tongue point under the lower incisors' edges
+TONGUE_TOP_BELOW_INCISORS_M = 0.002  # highest tongue point under the lower central incisors' edges
 CAVITY_MARGIN_M = 0.004  # cavity wall outside the teeth and tongue
 CAVITY_RIM_POINTS = 60  # vertices around the cavity's opening
 CAVITY_RIM_OUT_M = 0.0015  # cavity's opening outside the inner lip ring (hidden in the lips)
@@ -85,7 +93,9 @@ CAVITY_FLARE_M = 0.012  # depth over which the opening widens to the cavity's fu
 CAVITY_DEPTH_ROWS = 12  # vertex rows from the opening to the back
 CAVITY_JAW_BLEND_M = 0.008  # cavity weights go from head to jaw over this height at the bite
 TONGUE_OUT_M = 0.038  # how far the tongue tip moves forward at tongueOut = 1
-TONGUE_OUT_DOWN_M = 0.006  # and down
+TONGUE_OUT_DOWN_M = 0.006  # and its tip droops down
+TONGUE_OUT_CLEAR_DEPTH_M = 0.012  # the tongue's front this deep rises over the lower incisors
+TONGUE_OUT_CLEARANCE_M = 0.001  # its underside this far above their edges
 LIPS_PART_UPPER_M = 0.002  # head tongueOut key: upper lip up
 LIPS_PART_LOWER_M = 0.006  # lower lip down
 LIPS_PART_RADIUS_M = 0.022  # falloff of the lips' parting around the mouth centre
@@ -121,6 +131,8 @@ class MouthAssets:
         upper_teeth, lower_teeth, tongue: MeshPart each (the teeth split at the bite plane).
         bite_line: (a, b) of the asset's bite plane ``y = a + b * z`` (side view).
         teeth_png, tongue_png: texture files.
+        upper_incisor_edge, lower_incisor_edge: (3,) the asset's upper central incisors'
+            lowest point and the lower ones' highest point (``central_incisors``).
     """
 
     upper_teeth: MeshPart
@@ -129,6 +141,16 @@ class MouthAssets:
     bite_line: tuple[float, float]
     teeth_png: Path
     tongue_png: Path
+    upper_incisor_edge: np.ndarray | None = None
+    lower_incisor_edge: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.upper_incisor_edge is None:
+            up = central_incisors(self.upper_teeth)
+            self.upper_incisor_edge = up[np.argmin(up[:, 1])]
+        if self.lower_incisor_edge is None:
+            low = central_incisors(self.lower_teeth)
+            self.lower_incisor_edge = low[np.argmax(low[:, 1])]
 
 
 @dataclass
@@ -245,6 +267,17 @@ def split_teeth(teeth: MeshPart) -> tuple[MeshPart, MeshPart, tuple[float, float
     return teeth.subset(upper), teeth.subset(~upper), (float(a), float(b))
 
 
+def central_incisors(row: MeshPart) -> np.ndarray:
+    """(M, 3) vertices of a tooth row's two central incisors: of the teeth (connected
+    components other than the biggest, the gums), the two whose centres lie furthest forward."""
+    labels = _components(len(row.verts), row.faces)
+    counts = np.bincount(labels)
+    teeth = [k for k in range(len(counts)) if k != int(np.argmax(counts))]
+    front_z = np.array([row.verts[labels == k, 2].mean() for k in teeth])
+    front = [teeth[i] for i in np.argsort(-front_z)[:2]]
+    return row.verts[np.isin(labels, front)]
+
+
 def load_mouth_assets(folder: str | os.PathLike[str]) -> MouthAssets:
     """Read teeth.obj, tongue.obj and their textures from ``folder``.
 
@@ -296,9 +329,11 @@ class LipFrame:
     Attributes:
         width: inner-ring corner to corner distance.
         centre_x: x of the mouth's middle.
-        bite_y: height of the bite plane (where the lips meet).
+        bite_y: height of the bite plane (where the lips meet: the mean of the ring corners;
+            ``place_mouth`` sets it to the placed teeth's bite plane at the incisors).
         front_z: z of the upper inner ring's centre.
         ring: (30, 3) inner ring (upper then lower).
+        upper_lip_y: height of the upper lip's lowest point near the midline (its free edge).
     """
 
     width: float
@@ -306,21 +341,44 @@ class LipFrame:
     bite_y: float
     front_z: float
     ring: np.ndarray
+    upper_lip_y: float
 
 
-def lip_frame(v_neutral: np.ndarray) -> LipFrame:
+def upper_lip_edge(v_neutral: np.ndarray, jaw_weight: np.ndarray) -> float:
+    """Height of the upper lip's free edge at the midline: the lowest head vertex within
+    ``UPPER_LIP_HALF_WIDTH_M`` of the mouth's middle that the jaw moves less than half (the
+    lower lip's weights are 0.8-0.9 there, the upper lip's under 0.1), in front of the upper
+    inner ring's centre and at most 20 mm under it.
+
+    Args:
+        v_neutral: (V, 3) FLAME-topology vertices; jaw_weight: (V,) FLAME's jaw skin weights.
+    """
+    v = np.asarray(v_neutral, np.float64)
+    iu = v[list(LIP_RINGS["inner_upper"])]
+    mid = iu[len(iu) // 2]
+    cx = 0.5 * (iu[0, 0] + iu[-1, 0])
+    sel = ((np.abs(v[:, 0] - cx) < UPPER_LIP_HALF_WIDTH_M) & (np.asarray(jaw_weight) < 0.5)
+           & (v[:, 2] > mid[2] - 0.001) & (v[:, 1] <= mid[1]) & (v[:, 1] > mid[1] - 0.02))
+    sel[EYEBALLS_START:] = False
+    return float(v[sel, 1].min()) if sel.any() else float(mid[1])
+
+
+def lip_frame(v_neutral: np.ndarray, jaw_weight: np.ndarray | None = None) -> LipFrame:
     """The mouth's size and place from FLAME's lip rings.
 
     Args:
         v_neutral: (V, 3) FLAME-topology vertices (V = 5023).
+        jaw_weight: (V,) FLAME's jaw skin weights, for ``upper_lip_y`` (without: the upper
+            inner ring's centre height).
     """
     v = np.asarray(v_neutral, np.float64)
     iu, il = v[list(LIP_RINGS["inner_upper"])], v[list(LIP_RINGS["inner_lower"])]
     corners = np.stack([iu[0], il[0], iu[-1], il[-1]])
     left, right = corners[:2].mean(0), corners[2:].mean(0)
+    lip_y = float(iu[len(iu) // 2, 1]) if jaw_weight is None else upper_lip_edge(v, jaw_weight)
     return LipFrame(width=float(np.linalg.norm(left - right)), centre_x=float(0.5 * (left[0] + right[0])),
-                    bite_y=float(corners[:, 1].mean()) - BITE_BELOW_CORNERS_M,
-                    front_z=float(iu[len(iu) // 2, 2]), ring=np.concatenate([iu, il]))
+                    bite_y=float(corners[:, 1].mean()), front_z=float(iu[len(iu) // 2, 2]),
+                    ring=np.concatenate([iu, il]), upper_lip_y=lip_y)
 
 
 def _one_hot(n: int, joint: int, n_joints: int) -> np.ndarray:
@@ -427,39 +485,50 @@ def place_mouth(assets: MouthAssets, v_neutral: np.ndarray, weights: np.ndarray,
         raise ValueError(f"place_mouth needs FLAME's {FLAME_VERTEX_COUNT} vertices, got {v_neutral.shape}")
     names = list(joint_names)
     n_j, head_j, jaw_j = len(names), names.index(HEAD_JOINT), names.index(JAW_JOINT)
-    frame = lip_frame(v_neutral)
+    frame = lip_frame(v_neutral, np.asarray(weights, np.float64)[:, jaw_j])
     up, low = assets.upper_teeth, assets.lower_teeth
     all_teeth = np.concatenate([up.verts, low.verts])
     gum_width = float(all_teeth[:, 0].max() - all_teeth[:, 0].min())
     s = TEETH_WIDTH_OVER_MOUTH * frame.width / gum_width
     a, b = assets.bite_line
     front_z = float(up.verts[:, 2].max())
-    asset_anchor = np.array([0.0, a + b * front_z, front_z])
-    head_anchor = np.array([frame.centre_x, frame.bite_y, frame.front_z - FRONT_GAP_M])
+    asset_anchor = np.array([0.0, float(assets.upper_incisor_edge[1]), front_z])
+    head_anchor = np.array([frame.centre_x, frame.upper_lip_y - INCISOR_BELOW_LIP_M,
+                            frame.front_z - FRONT_GAP_M])
     place = lambda p: head_anchor + s * (p - asset_anchor)  # noqa: E731
+    frame.bite_y = float(place(np.array([0.0, a + b * front_z, front_z]))[1])
 
     upper_v, lower_v = place(up.verts), place(low.verts)
     # tongue: scaled about its tip, tip behind the lower incisors, top under their edges
     tg = assets.tongue.verts
     tip = tg[np.argmax(tg[:, 2])]
     st = s * TONGUE_SCALE
-    lower_front = lower_v[lower_v[:, 0].__abs__() < 0.004]
+    lower_edge = place(assets.lower_incisor_edge)
+    lower_front = place(central_incisors(low))
     tip_target_z = float(lower_front[:, 2].max()) - TONGUE_TIP_GAP_M
-    lower_edge_y = float(lower_front[:, 1].max())
     tongue_v = st * (tg - tip)
     tongue_v += np.array([frame.centre_x, 0.0, tip_target_z])
-    tongue_v[:, 1] += lower_edge_y - TONGUE_TOP_BELOW_BITE_M - tongue_v[:, 1].max()
+    tongue_v[:, 1] += float(lower_edge[1]) - TONGUE_TOP_BELOW_INCISORS_M - tongue_v[:, 1].max()
 
     # cavity: a pouch from just behind the inner lip ring, around teeth and tongue
     cavity, cavity_w = _cavity(frame, v_neutral, weights, np.concatenate([upper_v, lower_v, tongue_v]),
                                head_j, jaw_j)
 
-    # tongueOut: the front of the tongue slides forward and a little down, the root stays
+    # tongueOut: the front of the tongue rises until its underside clears the lower incisors'
+    # edges, slides forward between the lips and its tip droops a little; the root stays
     t_len = float(tongue_v[:, 2].max() - tongue_v[:, 2].min())
     along = _smoothstep((tongue_v[:, 2] - (tongue_v[:, 2].max() - 0.8 * t_len)) / (0.8 * t_len))
+    front = tongue_v[:, 2] > tongue_v[:, 2].max() - TONGUE_OUT_CLEAR_DEPTH_M
+    lift = max(0.0, float(lower_edge[1]) + TONGUE_OUT_CLEARANCE_M - float(tongue_v[front, 1].min()))
     tongue_out = np.zeros_like(tongue_v)
     tongue_out[:, 2] = TONGUE_OUT_M * along
-    tongue_out[:, 1] = -TONGUE_OUT_DOWN_M * along ** 2
+    tongue_out[:, 1] = lift * along - TONGUE_OUT_DOWN_M * along ** 4
+    # whatever ends up over or in front of the lower incisors stays above their edges
+    teeth_front = float(lower_front[:, 2].max())
+    over = _smoothstep((tongue_v[:, 2] + tongue_out[:, 2] - teeth_front + TONGUE_OUT_CLEAR_DEPTH_M)
+                       / TONGUE_OUT_CLEAR_DEPTH_M)
+    need = float(lower_edge[1]) + TONGUE_OUT_CLEARANCE_M - tongue_v[:, 1]
+    tongue_out[:, 1] = np.maximum(tongue_out[:, 1], over * need)
 
     head_tongue_out = lips_parted(v_neutral, weights[:, jaw_j], frame)
     parts = {
