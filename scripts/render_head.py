@@ -6,7 +6,7 @@ Usage::
                                   [--height 384] [--samples 16] [--preset JAW_OPEN ...]
                                   [--preset-mode ADD|REPLACE] [--no-crop]
                                   [--capture CAPTURE.json ...] [--only-captures] [--columns N]
-                                  [--denoise] [--keep-renders DIR] [--frame head|eyes]
+                                  [--denoise] [--keep-renders DIR] [--frame head|eyes|mouth]
 
 Runs Blender as a Python module (bpy): the extension is registered straight from this
 checkout, the bundle is imported with ``headrecon.import_bundle`` and rendered through the
@@ -22,7 +22,8 @@ jaw and eyes; the head keeps the bundle's pose, so only the expression changes).
 ``--only-captures`` leaves out the photo and the as-captured render, ``--columns N`` wraps the
 panels into rows of N. Every panel shows the same square region of the
 photo around the head (``--frame eyes``: around both eyeballs, a close-up of the irises;
-``--no-crop``: the whole photo), ``--height`` pixels high.
+``--frame mouth``: around the lips, a close-up of teeth and tongue; ``--no-crop``: the whole
+photo), ``--height`` pixels high.
 Workbench (textured, studio light), or Cycles on the CPU or EEVEE (both: the same sky light
 and key light; EEVEE runs headless here through Blender's EGL context, on a software OpenGL
 driver when there is no GPU, so its first render compiles shaders for tens of seconds).
@@ -49,6 +50,7 @@ OVERLAY_OPACITY = 0.6  # of the render laid over the photo
 KEY_LIGHT_TILT_DEG = -30.0  # Cycles key light: the camera's direction, tilted to come from above
 CROP_MARGIN = 0.15  # of the head's projected size, on every side
 EYES_MARGIN = 0.05  # --frame eyes: of the two eyeballs' projected size
+MOUTH_MARGIN = 0.3  # --frame mouth: of the outer lip rings' projected size
 
 
 def load_extension() -> object:
@@ -115,8 +117,8 @@ def setup_scene(bpy: object, arm: object, mesh_obj: object, result: dict, height
                 engine: str, samples: int, crop: bool,
                 denoise: bool = False, frame: str = "head") -> tuple[float, float, float, float]:
     """Camera with the bundle's intrinsics, the render region, the chosen engine
-    (``denoise``: Cycles' OpenImageDenoise; ``frame``: "head", or "eyes" for a square around
-    FLAME's two eyeballs).
+    (``denoise``: Cycles' OpenImageDenoise; ``frame``: "head", "eyes" for a square around
+    FLAME's two eyeballs or "mouth" around the lips, as posed by the captured expression).
 
     Returns:
         The rendered region (x0, y0, x1, y1) in photo pixels.
@@ -152,6 +154,11 @@ def setup_scene(bpy: object, arm: object, mesh_obj: object, result: dict, height
         if frame == "eyes" and len(points) == naming.FLAME_VERTEX_COUNT:
             (start, _), (_, stop) = naming.EYEBALL_VERTEX_RANGES
             points, margin = points[start:stop], EYES_MARGIN
+        elif frame == "mouth" and len(points) == naming.FLAME_VERTEX_COUNT:
+            from backend.model.mouth import LIP_RINGS  # numpy only; this script runs in the venv
+
+            points = points[list(LIP_RINGS["outer_upper"] + LIP_RINGS["outer_lower"])]
+            margin = MOUTH_MARGIN
         box = crop_box(project(points, root_pose, translation, root_joint, cam, rig),
                        width_px, height_px, margin)
     scale = height / (box[3] - box[1])  # output pixels per photo pixel
@@ -334,8 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only-captures", action="store_true",
                         help="show only the --capture renders (no photo, no as-captured render)")
     parser.add_argument("--columns", type=int, default=0, help="panels per row (0: one row)")
-    parser.add_argument("--frame", choices=("head", "eyes"), default="head",
-                        help="what the square region shows: the head (default) or both eyes")
+    parser.add_argument("--frame", choices=("head", "eyes", "mouth"), default="head",
+                        help="what the square region shows: the head (default), both eyes or the mouth")
     args = parser.parse_args(argv)
     out = args.output or args.bundle / "render.png"
     size = render_head(args.bundle, out, args.photo, args.engine, args.height, args.samples,
