@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from scipy.ndimage import binary_erosion
 
-from backend.appearance.albedo import (DEFAULT_IRIS_RGB, MOUTH_RGB, SCLERA_RGB, TEETH_RGB, complete_albedo,
+from backend.appearance.albedo import (DEFAULT_IRIS_RGB, INNER_LIP_GAIN, SCLERA_RGB, TEETH_RGB, complete_albedo,
                             complete_albedo_maps, delit_texels)
 from backend.options import ReconstructOptions
 from backend.pipeline import Engine
@@ -125,8 +125,9 @@ def test_completion_mirror_tint_and_seams(completed) -> None:
 
 
 def test_eyes_and_mouth_colours(assets_dir: Path, completed) -> None:
-    """Sclerae, teeth and the mouth interior take their fixed albedos; the iris is recoloured
-    to the iris colour (the photo's when enough iris is seen, else the default)."""
+    """Sclerae and teeth take their fixed albedos; the iris is recoloured to the iris colour
+    (the photo's when enough iris is seen, else the default); the lips' unseen inner surface
+    takes the seen lips' colour (up to INNER_LIP_GAIN darker towards the mouth opening)."""
     maps = completed[0]
     out = maps.albedo
 
@@ -138,8 +139,12 @@ def test_eyes_and_mouth_colours(assets_dir: Path, completed) -> None:
 
     torch.testing.assert_close(median_in("sclerae"), torch.tensor(SCLERA_RGB), atol=0.01, rtol=0)
     torch.testing.assert_close(median_in("teeth"), torch.tensor(TEETH_RGB), atol=0.01, rtol=0)
-    torch.testing.assert_close(median_in("lip_inside", erode=4), torch.tensor(MOUTH_RGB),
-                               atol=0.02, rtol=0)
+    # the unseen inner lips: the seen lips' colour, darkened towards the mouth opening
+    lips = torch.from_numpy(region_mask(assets_dir, ("lips_tight",), SIZE)) & (maps.own > 0.5)
+    torch.testing.assert_close(maps.lip, completed[1][lips].median(0).values, atol=0.02, rtol=0)
+    inside = median_in("lip_inside", erode=4)
+    assert bool((inside <= maps.lip + 0.02).all())
+    assert bool((inside >= maps.lip * torch.tensor(INNER_LIP_GAIN) - 0.02).all())
     irises = torch.from_numpy(region_mask(assets_dir, ("irises",), SIZE)) & (out.sum(-1) > 0.05)
     torch.testing.assert_close(out[irises].median(0).values, maps.iris, atol=0.02, rtol=0)
 

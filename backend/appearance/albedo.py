@@ -4,16 +4,22 @@ the whole head.
 1. De-lighting: every texel the photo sees takes ``photo / sh_shading(normal)``, the normal
    being the coarse one or, after the detail stage, the one tilted by the displacement map
    (so that wrinkle shading ends up in the normal map, not in the albedo). Its confidence
-   falls off at grazing angles and near the edge of the seen area.
+   falls off at grazing angles, where the fitted shading is small (``SHADING_RANGE``) and
+   near the edge of the seen area.
 2. Mirror fill: texels seen poorly take their left-right mirror texel's albedo where that
    one is seen (``uvmaps.mirror_map``).
 3. Fallback: the painted mean skin texture, tinted per channel to the subject's skin tone
    (ratio of medians over seen cheek/forehead skin), plus a smooth correction: the
    difference to the observed albedo is pull-push filled from the seen texels, so the
    texture joins the photo's albedo without a seam.
-4. Eyeballs, teeth and the mouth interior get their own colours: the mean texture's
-   sclera, iris (tinted to the iris colour seen in the photo, when enough of it is seen)
-   and teeth recoloured to fixed albedos, the mouth interior a dark red.
+   Inside the lips (``LIP_REGIONS``: the lips and their inner surfaces, which a closed
+   mouth hides) the fallback is the lip colour seen in the photo (median of the seen lip
+   texels) instead of skin, so an opened mouth shows lip-coloured inner lips; towards the
+   mouth opening the unseen inner lip darkens and reddens (``INNER_LIP_GAIN``, Gaussian in
+   the distance to the opening) into the dark mouth interior.
+4. Eyeballs and teeth get their own colours: the mean texture's sclera, iris (tinted to
+   the iris colour seen in the photo, when enough of it is seen) and teeth recoloured to
+   fixed albedos.
 5. Padding: texels outside every UV island are pull-push filled, so no texel is empty.
 """
 
@@ -29,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from scipy.ndimage import binary_fill_holes, distance_transform_edt
 
 from ..model.assets import asset_path
 from ..errors import Cancelled, ModelFileError
@@ -47,13 +54,27 @@ SKIN_TONE_EXCLUDE: tuple[str, ...] = ("eye_region", "lips", "nose")
 # Fixed albedos (sRGB, 0..1) of the parts the photo shows badly or not at all.
 SCLERA_RGB = (0.72, 0.68, 0.64)
 TEETH_RGB = (0.85, 0.80, 0.70)
-MOUTH_RGB = (0.45, 0.18, 0.17)
+# The lips with their inner surfaces (unseen with the mouth closed), filled with the lip colour
+# of the photo; the seen texels of LIP_COLOUR_REGIONS give that colour.
+LIP_REGIONS: tuple[str, ...] = ("lips_tight", "lip_inside")
+LIP_COLOUR_REGIONS: tuple[str, ...] = ("lips_tight",)
+MIN_LIP_TEXELS = 100  # seen lip texels (at 1024^2) needed to take the lip colour from the photo
+LIP_FEATHER = 2.0  # texels at 1024^2: soft edge of the lip region
+# Unseen inner lip at the mouth opening: the lip colour times this (darker, redder mucosa),
+# fading back to the lip colour over INNER_LIP_WIDTH texels (at 1024^2, Gaussian).
+INNER_LIP_GAIN = (0.62, 0.42, 0.42)
+INNER_LIP_WIDTH = 9.0
 DEFAULT_IRIS_RGB = (0.33, 0.22, 0.15)
 MIN_IRIS_TEXELS = 30  # seen iris texels needed to take the iris colour from the photo
 MIN_SKIN_TEXELS = 200  # seen skin texels needed to tint the mean texture
 FACING_RANGE = (0.2, 0.5)  # cosine range over which a texel's confidence rises from 0 to 1
 EDGE_FEATHER = 2.0  # texels: confidence fades to 0 this close to the edge of the seen area
 MIN_SHADING = 0.05
+# Fitted shading (mean over channels) over which a texel's confidence rises from 0 to 1: where
+# the fitted light barely reaches (the lips' contact crease, under the nose) the photo is dark
+# from occlusion the SH light does not model, and dividing by the small shading gives
+# over-bright, over-saturated albedo (the lip crease came out orange).
+SHADING_RANGE = (0.25, 0.5)
 SATURATED = 250  # photo texels with a channel at or above this (0..255) are clipped: not used
 
 
@@ -67,6 +88,7 @@ class AlbedoMaps:
         mirror: (R, R) share taken from the mirror texel, in [0, 1].
         gain: (3,) per-channel tint applied to the mean texture.
         iris: (3,) iris albedo used.
+        lip: (3,) lip albedo the unseen lips were filled with.
     """
 
     albedo: torch.Tensor
@@ -74,6 +96,7 @@ class AlbedoMaps:
     mirror: torch.Tensor
     gain: torch.Tensor
     iris: torch.Tensor
+    lip: torch.Tensor
 
 
 def delit_texels(texture: np.ndarray, verts_view: torch.Tensor, faces: torch.Tensor,
@@ -112,9 +135,15 @@ def delit_texels(texture: np.ndarray, verts_view: torch.Tensor, faces: torch.Ten
     lo, hi = FACING_RANGE
     facing = ((cos - lo) / (hi - lo)).clamp(0.0, 1.0)
     inner = (2.0 * feather(seen, EDGE_FEATHER) - 1.0).clamp(min=0.0)
+    lo, hi = SHADING_RANGE
+    lit = ((shading.mean(-1) - lo) / (hi - lo)).clamp(0.0, 1.0)
     conf = torch.zeros(size, size)
-    conf[rows, cols] = facing * facing * (3.0 - 2.0 * facing)  # smoothstep
+    conf[rows, cols] = _smoothstep(facing) * _smoothstep(lit)
     return albedo, conf * inner
+
+
+def _smoothstep(x: torch.Tensor) -> torch.Tensor:
+    return x * x * (3.0 - 2.0 * x)
 
 
 @functools.lru_cache(maxsize=2)
@@ -146,7 +175,8 @@ def _recolor(tex: torch.Tensor, region: torch.Tensor, target: torch.Tensor) -> t
 
 def complete_albedo_maps(albedo: torch.Tensor, conf: torch.Tensor, mirror: np.ndarray,
                          covered: torch.Tensor, assets: str | os.PathLike[str]) -> AlbedoMaps:
-    """Fill the unseen texels: mirror texels, then the tinted mean texture, seamlessly.
+    """Fill the unseen texels: mirror texels, then the tinted mean texture (the lip colour
+    inside the lips), seamlessly.
 
     Args:
         albedo: (R, R, 3) de-lit photo albedo; conf: (R, R) its confidence (0 = unseen).
@@ -177,7 +207,24 @@ def complete_albedo_maps(albedo: torch.Tensor, conf: torch.Tensor, mirror: np.nd
     else:
         gain = torch.ones(3)
     base = (mean * gain).clamp(0.0, 1.0)
+    scale = R / 1024.0
+    lip_region = mask(LIP_REGIONS)
+    seen_lip = mask(LIP_COLOUR_REGIONS) & (weight > 0.5)
+    if int(seen_lip.sum()) * 1024 * 1024 >= MIN_LIP_TEXELS * R * R:
+        lip = _median(combined[seen_lip])
+    else:
+        lip = _median(base[mask(LIP_COLOUR_REGIONS)])
+    lip_w = feather(lip_region, LIP_FEATHER * scale)[..., None]
+    base = base * (1.0 - lip_w) + lip * lip_w
     out = base + pull_push_fill(combined - base, weight * covered)
+    # the unseen inner lip darkens towards the mouth opening (the hole inside the lip ring)
+    inner = mask(("lip_inside",)).numpy()
+    opening = binary_fill_holes(inner) & ~inner & ~covered.numpy()
+    if opening.any():
+        dist = torch.from_numpy(distance_transform_edt(~opening).astype(np.float32))
+        deep = torch.exp(-(dist / (INNER_LIP_WIDTH * scale)) ** 2) * (1.0 - weight.clamp(0.0, 1.0))
+        deep = deep * feather(lip_region, LIP_FEATHER * scale)
+        out = out * (1.0 - deep[..., None] * (1.0 - torch.tensor(INNER_LIP_GAIN)))
     out = out.clamp(0.0, 1.0)
 
     irises = mask(("irises",))
@@ -188,12 +235,10 @@ def complete_albedo_maps(albedo: torch.Tensor, conf: torch.Tensor, mirror: np.nd
     eyes = _recolor(eyes, mask(("teeth",)), torch.tensor(TEETH_RGB))
     special = mask(("eyeballs", "teeth"))
     out = torch.where(special[..., None], eyes, out)
-    mouth = feather(mask(("lip_inside",)), 1.5)[..., None] * (~special)[..., None]
-    out = out * (1.0 - mouth) + torch.tensor(MOUTH_RGB) * mouth
     # Pad around the UV islands; the teeth region has no FLAME faces but keeps its colour for
     # heads with teeth geometry in the same layout.
     out = pull_push_fill(out, (covered | special).to(out.dtype))
-    return AlbedoMaps(albedo=out, own=conf, mirror=w_mirror, gain=gain, iris=iris)
+    return AlbedoMaps(albedo=out, own=conf, mirror=w_mirror, gain=gain, iris=iris, lip=lip)
 
 
 def complete_albedo(engine: Any, params: FitParams, rgb: np.ndarray, out_dir: str | Path,
@@ -251,5 +296,6 @@ def complete_albedo(engine: Any, params: FitParams, rgb: np.ndarray, out_dir: st
             "mirrored_fraction": float((maps.mirror[covered] > 0.5).sum()) / n,
             "skin_gain": [float(g) for g in maps.gain],
             "iris_rgb": [float(c) for c in maps.iris],
+            "lip_rgb": [float(c) for c in maps.lip],
         }},
     }
