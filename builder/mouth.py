@@ -28,9 +28,12 @@ MODE = 'OBJECT'
 PLAIN_COLOURS: dict[str, tuple[float, float, float]] = {
     "teeth": (0.8, 0.75, 0.65), "tongue": (0.45, 0.12, 0.12), "cavity": (0.12, 0.015, 0.015)}
 ROUGHNESS: dict[str, float] = {"teeth": 0.25, "tongue": 0.45, "cavity": 0.7}
+# Principled "Specular IOR Level" (0.5 = the IOR's own reflectance) where MouthShade is 1,
+# scaled by it with depth
+SPECULAR: dict[str, float] = {"teeth": 0.5, "tongue": 0.5, "cavity": 0.5}
 SHADE_ATTRIBUTE = "MouthShade"  # colour attribute (point domain): baked darkening with depth
-SHADE_DEPTH_M = 0.014  # depth behind the front teeth where the shade has fallen to 1/e
-SHADE_MIN = 0.2
+SHADE_DEPTH_M = 0.010  # depth behind the front teeth where the shade has fallen to 1/e
+SHADE_MIN = 0.1
 PART_MATERIAL: dict[str, str] = {"upper_teeth": "teeth", "lower_teeth": "teeth", "tongue": "tongue",
                                  "cavity": "cavity"}
 
@@ -51,6 +54,13 @@ def _material(build: HeadBuild, kind: str) -> bpy.types.Material:
     multiply.inputs["Factor"].default_value = 1.0
     links.new(shade.outputs["Color"], multiply.inputs["B"])
     links.new(multiply.outputs["Result"], bsdf.inputs["Base Color"])
+    # the glossy reflection of the world is occluded inside the mouth as much as the diffuse
+    # light: without this the teeth's sides and tops mirror the bright world as grey sheen
+    specular = nodes.new('ShaderNodeMath')
+    specular.operation, specular.label, specular.location = 'MULTIPLY', "Occluded specular", (-200.0, -100.0)
+    specular.inputs[1].default_value = SPECULAR[kind]
+    links.new(shade.outputs["Color"], specular.inputs[0])
+    links.new(specular.outputs["Value"], bsdf.inputs["Specular IOR Level"])
     texture = build.bundle.mouth.textures.get(kind)
     if texture is not None:
         node = nodes.new('ShaderNodeTexImage')

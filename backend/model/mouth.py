@@ -31,12 +31,15 @@ Every part carries FLAME skinning weights ``(N, J)`` (rows sum to 1) like ``rig.
 
 from __future__ import annotations
 
+import functools
+import io
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from ..errors import ModelFileError
 from .assets import weights_dir
@@ -56,6 +59,15 @@ MOUTH_FILES: tuple[PinnedFile, ...] = (
                "f6089cba01cb570a24712b41ab8a586ccd3cc5ef53dc266ca50b95c288956d2c"),
 )
 ASSET_UNIT_M = 0.1  # the MakeHuman meshes are in decimetres
+# teeth.png recoloured for the bundle (sRGB): MakeHuman's enamel is a cool grey (median
+# (0.58, 0.55, 0.55)) with strong baked shading, its gums a dark red (0.47, 0.17, 0.19).
+# Enamel: TEETH_RGB at the enamel's median brightness, the texture's brightness variation kept
+# to the power TEETH_CONTRAST; gums: scaled per channel to median GUM_RGB. Pixels are enamel or
+# gum by saturation (max - min) / max, blended between TEETH_SATURATION's two values.
+TEETH_RGB = (0.85, 0.82, 0.75)
+GUM_RGB = (0.70, 0.36, 0.36)
+TEETH_CONTRAST = 0.5
+TEETH_SATURATION = (0.12, 0.3)
 
 # FLAME topology: the lip rings, 15 vertices each from the subject's left mouth corner (+X)
 # to the right one (assets mouth/README.md).
@@ -624,7 +636,8 @@ def mouth_arrays(geometry: MouthGeometry) -> dict[str, np.ndarray]:
 
 def write_mouth_files(out: str | os.PathLike[str], geometry: MouthGeometry,
                       assets: MouthAssets) -> dict[str, str]:
-    """Write ``mouth.npz`` and copy the teeth and tongue textures into the bundle ``out``.
+    """Write ``mouth.npz``, the teeth texture recoloured (``recolor_teeth``) and the tongue
+    texture into the bundle ``out``.
 
     Returns:
         The ``files`` table entries: ``mouth``, ``teeth_texture``, ``tongue_texture``.
@@ -632,6 +645,52 @@ def write_mouth_files(out: str | os.PathLike[str], geometry: MouthGeometry,
     out = Path(out)
     with open(out / "mouth.npz", "wb") as fh:
         np.savez(fh, **mouth_arrays(geometry))
-    shutil.copyfile(assets.teeth_png, out / "teeth.png")
+    (out / "teeth.png").write_bytes(_teeth_png_bytes(str(assets.teeth_png)))
     shutil.copyfile(assets.tongue_png, out / "tongue.png")
     return {"mouth": "mouth.npz", "teeth_texture": "teeth.png", "tongue_texture": "tongue.png"}
+
+
+def recolor_teeth(rgba: np.ndarray) -> np.ndarray:
+    """MakeHuman's teeth texture with off-white enamel and pink gums (``TEETH_RGB``,
+    ``GUM_RGB``; see there).
+
+    Args:
+        rgba: (H, W, 4) or (H, W, 3) uint8 sRGB.
+    Returns:
+        The same shape, uint8; alpha unchanged.
+    """
+    rgb = rgba[..., :3].astype(np.float32) / 255.0
+    hi, lo = rgb.max(-1), rgb.min(-1)
+    used = hi > 0.05
+    if rgba.shape[-1] == 4:
+        used &= rgba[..., 3] > 127
+    sat = (hi - lo) / np.maximum(hi, 1e-3)
+    a, b = TEETH_SATURATION
+    t = np.clip((sat - a) / (b - a), 0.0, 1.0)
+    gum_w = (t * t * (3.0 - 2.0 * t))[..., None]
+    enamel_px, gum_px = used & (gum_w[..., 0] < 0.5), used & (gum_w[..., 0] >= 0.5)
+    lum = rgb.mean(-1, keepdims=True)
+    out = rgb.copy()
+    if enamel_px.any():
+        rel = lum / max(float(np.median(lum[enamel_px])), 1e-3)
+        enamel = np.asarray(TEETH_RGB, np.float32) * rel ** TEETH_CONTRAST
+        out = out * gum_w + enamel * (1.0 - gum_w)
+    if gum_px.any():
+        gain = np.asarray(GUM_RGB, np.float32) / np.maximum(np.median(rgb[gum_px], axis=0), 1e-3)
+        out = out * (1.0 - gum_w) + rgb * gain * gum_w
+    res = rgba.copy()
+    res[..., :3] = np.where(used[..., None], np.clip(out * 255.0 + 0.5, 0, 255), rgba[..., :3])
+    return res
+
+
+@functools.lru_cache(maxsize=2)
+def _teeth_png_bytes(path: str) -> bytes:
+    """``recolor_teeth`` of the PNG at ``path``, encoded as PNG (cached per process)."""
+    try:
+        with Image.open(path) as im:
+            img = np.asarray(im.convert("RGBA" if "A" in im.getbands() else "RGB"))
+    except OSError as exc:
+        raise ModelFileError(f"Teeth texture unreadable: {path} ({exc}).") from exc
+    buf = io.BytesIO()
+    Image.fromarray(recolor_teeth(img)).save(buf, format="PNG")
+    return buf.getvalue()
