@@ -101,15 +101,18 @@ ARKIT_NAMES: tuple[str, ...] = (
 TONGUE_OUT_KEY = "tongueOut"  # the ARKit shape the mouth interior adds (ICT has none)
 
 
-def shape_key_names(n_expr: int, arkit_names: tuple[str, ...] = ()) -> list[str]:
-    """Every shape key of a head in order: Basis, expressions, blinks, Captured, ARKit, correctives.
+def shape_key_names(n_expr: int, arkit_names: tuple[str, ...] = (), mouth: bool = False) -> list[str]:
+    """Every shape key of a head in order: Basis, expressions, blinks, Captured, ARKit,
+    ``tongueOut`` (with a mouth interior, unless the ARKit shapes have it), correctives.
 
     Args:
         n_expr: number of expression components E of the model.
         arkit_names: names of the optional ARKit shapes of the bundle (kept as they are).
+        mouth: the bundle has a mouth interior (its ``tongueOut`` drives the tongue's).
     """
+    tongue = [TONGUE_OUT_KEY] if mouth and TONGUE_OUT_KEY not in arkit_names else []
     return ([BASIS_KEY] + [expression_key(k) for k in range(n_expr)] + list(BLINK_KEYS)
-            + [CAPTURED_KEY] + list(arkit_names) + corrective_keys())
+            + [CAPTURED_KEY] + list(arkit_names) + tongue + corrective_keys())
 
 
 def object_names(photo_stem: str) -> dict[str, str]:

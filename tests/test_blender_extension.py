@@ -110,7 +110,7 @@ def _import(bundle: Path) -> tuple[bpy.types.Object, bpy.types.Object]:
     assert bpy.ops.headrecon.import_bundle(filepath=str(bundle / "result.json")) == {'FINISHED'}
     arm = bpy.context.view_layer.objects.active
     assert arm.type == 'ARMATURE'
-    meshes = [c for c in arm.children if c.type == 'MESH']
+    meshes = [c for c in arm.children if c.type == 'MESH' and c.get("headrecon_head")]
     assert len(meshes) == 1
     return arm, meshes[0]
 
@@ -198,7 +198,9 @@ def test_import_builds_the_head(ext, dev_bundle):
     mesh = mesh_obj.data
     # collection named after the photo, holding both objects
     coll = bpy.data.collections["dev_seed7"]
-    assert set(coll.objects) == {arm, mesh_obj} and coll.name in bpy.context.scene.collection.children
+    mouth = {c for c in arm.children if c.type == 'MESH' and c is not mesh_obj}
+    assert len(mouth) == 4  # teeth (2), tongue, cavity
+    assert set(coll.objects) == {arm, mesh_obj} | mouth and coll.name in bpy.context.scene.collection.children
     assert arm.get(naming.HEAD_PROP) == 1 and mesh_obj.get(naming.HEAD_PROP) == 1
     np.testing.assert_allclose(arm[naming.ROOT_POSE_PROP], bundle.pose[0], atol=1e-6)
     # mesh: FLAME topology, UVs, smooth, the neutral identity as Basis
@@ -214,8 +216,8 @@ def test_import_builds_the_head(ext, dev_bundle):
     assert all(p.use_smooth for p in mesh.polygons)
     # shape keys
     keys = mesh.shape_keys.key_blocks
-    assert [k.name for k in keys] == naming.shape_key_names(50)
-    assert len(keys) == 1 + 50 + 2 + 1 + 18
+    assert [k.name for k in keys] == naming.shape_key_names(50, mouth=True)
+    assert len(keys) == 1 + 50 + 2 + 1 + 1 + 18  # + tongueOut (the mouth interior)
     basis = np.empty(5023 * 3, np.float32)
     keys["Basis"].data.foreach_get("co", basis)
     np.testing.assert_allclose(basis.reshape(-1, 3), rig.flame_to_blender(bundle.v_neutral), atol=1e-7)
@@ -282,7 +284,8 @@ def test_import_leaves_the_users_scene_alone(ext, dev_bundle):
         "mat_nodes": len(mat.node_tree.nodes),
     }
     arm, mesh_obj = _import(dev_bundle)
-    assert {o.name for o in bpy.data.objects} == before["objects"] | {arm.name, mesh_obj.name}
+    mouth = {c.name for c in arm.children if c.type == 'MESH' and c is not mesh_obj}
+    assert {o.name for o in bpy.data.objects} == before["objects"] | {arm.name, mesh_obj.name} | mouth
     assert before["materials"] < {m.name for m in bpy.data.materials}
     assert {a.name for a in bpy.data.actions} == before["actions"]
     assert cube.name in before["objects"] and cube.data.materials[0] == mat and mat.name == "dev_seed7_skin"
@@ -424,8 +427,10 @@ def test_material_uses_albedo_and_one_source_of_detail(ext, dev_bundle, tmp_path
     bpy.ops.wm.save_as_mainfile(filepath=str(blend), copy=True)
     shutil.rmtree(folder)
     bpy.ops.wm.open_mainfile(filepath=str(blend))
-    reopened = [im for im in bpy.data.images if im.packed_file is not None]
-    assert len(reopened) == 3 and all(tuple(im.size) == (64, 64) for im in reopened)
+    reopened = {im.name: im for im in bpy.data.images if im.packed_file is not None}
+    skin = ("albedo.png", "displacement.png", "normal.png")
+    assert set(reopened) == set(skin) | {"teeth.png", "tongue.png"}  # the mouth's are packed too
+    assert all(tuple(reopened[name].size) == (64, 64) for name in skin)
 
 
 def test_material_without_normal_map_bumps_the_displacement(ext, dev_bundle, tmp_path):

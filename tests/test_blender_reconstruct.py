@@ -111,11 +111,13 @@ def test_reconstruct_a_real_photo(ext, eval_dir: Path) -> None:
     heads = [o for o in bpy.data.objects if o.get(naming.HEAD_PROP) and o.type == 'ARMATURE']
     assert len(heads) == 1
     arm = heads[0]
-    meshes = [c for c in arm.children if c.type == 'MESH']
+    meshes = [c for c in arm.children if c.type == 'MESH' and c.get("headrecon_head")]
     assert len(meshes) == 1 and len(meshes[0].data.vertices) == 5023
     assert meshes[0].data.shape_keys is not None
     assert arm.users_collection[0].name == Path(PHOTO).stem  # named after the photo
-    assert set(snapshot()["objects"]) == set(before["objects"]) | {arm.name, meshes[0].name}
+    mouth = {c.name for c in arm.children if c.type == 'MESH' and c is not meshes[0]}
+    assert len(mouth) == 4  # teeth (2), tongue, cavity
+    assert set(snapshot()["objects"]) == set(before["objects"]) | {arm.name, meshes[0].name} | mouth
     bundle = Path(arm[naming.BUNDLE_PROP])
     assert (bundle / "result.json").is_file()
     assert bundle.parent == recon_module().results_dir()  # kept in the extension's user folder

@@ -127,7 +127,8 @@ def test_dev_bundle_cli(tmp_path, repo_root, model, eyelids):
     result = json.loads((out / "result.json").read_text())
     assert result["format_version"] == 1 and result["input"]["photo"] == "dev_seed5.png"
     assert result["files"] == {"mesh": "mesh.obj", "neutral": "neutral.obj", "rig": "rig.npz",
-                               "texture": "texture.png"}
+                               "texture": "texture.png", "mouth": "mouth.npz",
+                               "teeth_texture": "teeth.png", "tongue_texture": "tongue.png"}
     bundle = load_bundle(out)
     pose = np.array([result["pose"][n] for n in result["model"]["joint_names"]])
     ref = flame_forward_np(model, result["identity"], result["expression"], pose,
