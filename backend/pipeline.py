@@ -40,8 +40,7 @@ STAGE_WEIGHTS: dict[str, float] = {
     "landmarks_net": 0.01,
     "segmentation": 0.02,
     "fit_landmarks": 0.22,
-    "fit_photometric": 0.33,
-    "fit_align": 0.02,
+    "fit_photometric": 0.35,
     "texture": 0.10,
     "detail": 0.17,
     "bundle": 0.08,
@@ -166,8 +165,6 @@ class Engine:
         stages = ["load", "landmarks"] + (["landmarks_net"] if self.tddfa is not None else [])
         stages += ["segmentation"] if self.segmenter is not None else []
         stages += ["fit_landmarks", "fit_photometric"]
-        if opts.quality != "fast":  # fast quality leaves the geometry where the landmarks put it
-            stages += ["fit_align"]
         if opts.texture:
             stages += ["texture"]
         if opts.detail:
@@ -235,20 +232,6 @@ class Engine:
                 progress=lambda s, f, m="": prog.report("fit_photometric", f, m),
                 cancel=prog.is_cancelled, pixel_mask=skin)
             params = photo_res.params
-            prog.end()
-
-        if "fit_align" in stages:
-            # The photometric stage moves the identity by shading, which the landmarks do not
-            # see; it may not move the head off its landmarks. With the identity it found kept,
-            # pose, expression, jaw, eyes and lids are fitted to the landmarks again (AFLW2000-3D
-            # NME 3.41 -> 3.39 %, |yaw| < 30: 3.35 -> 3.29 %, below the network's 3.31;
-            # the neutral shape, so the synthetic shape error, is unchanged).
-            prog.begin("fit_align")
-            aligned = fit_landmarks(self.flame, self.embedding, face.points, params.camera,
-                                    quality=opts.quality, init=params, identity=False,
-                                    progress=lambda s, f, m="": prog.report("fit_align", f, m),
-                                    cancel=prog.is_cancelled, network=network)
-            params = aligned.params
             prog.end()
 
         with torch.no_grad():

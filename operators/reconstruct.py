@@ -35,7 +35,7 @@ QUALITIES = (
 )
 STAGE_LABELS = {
     "load": "Loading the photo", "landmarks": "Finding the face", "fit_landmarks": "Fitting the shape",
-    "fit_photometric": "Fitting skin and light", "fit_align": "Aligning to the landmarks", "texture": "Sampling the texture",
+    "fit_photometric": "Fitting skin and light", "texture": "Sampling the texture",
     "detail": "Recovering detail", "bundle": "Writing the result",
 }
 

@@ -135,11 +135,11 @@ def test_reconstruct_without_the_network_warns_and_works(tmp_path: Path, eval_di
     assert np.isfinite(np.asarray(result["landmarks_68"])).all()
 
 
-def test_align_stage_keeps_the_identity_and_returns_to_the_landmarks(engine: Engine,
-                                                                     eval_dir: Path) -> None:
-    """image03614 (AFLW2000-3D, 18 degrees of yaw, hard sunlight): the photometric stage moves
-    the head off its landmarks (NME 3.72 -> 4.22 %); the align stage (identity kept, pose and
-    expression refitted) brings it back part of the way (3.94 %) without touching the identity."""
+def test_photometric_stage_keeps_a_hard_lit_head_on_its_landmarks(engine: Engine,
+                                                                 eval_dir: Path) -> None:
+    """image03614 (AFLW2000-3D, 18 degrees of yaw, hard sunlight with cast shadows): the
+    photometric stage may not make the landmark fit worse. With a Charbonnier photo term the
+    shadows pulled the head off (NME 3.72 -> 4.22 %); the Geman-McClure term keeps it (3.61)."""
     from scipy.io import loadmat
 
     from backend.files.photo import load_image
@@ -153,20 +153,14 @@ def test_align_stage_keeps_the_identity_and_returns_to_the_landmarks(engine: Eng
     h, w = img.rgb.shape[:2]
     fit = fit_landmarks(engine.flame, engine.embedding, points, image_size=(w, h), network=network)
     skin = engine.segmenter.segment(img.rgb, points[:, :2]).skin_mask() if engine.segmenter else None
-    photo_res = fit_photometric(engine.flame, fit.params, torch.tensor(img.rgb).float().div(255.0),
-                                engine.uv, fit.landmark_loss, "default", engine.assets,
-                                pixel_mask=skin)
-    aligned = fit_landmarks(engine.flame, engine.embedding, points, photo_res.params.camera,
-                            init=photo_res.params, identity=False, network=network)
+    refined = fit_photometric(engine.flame, fit.params, torch.tensor(img.rgb).float().div(255.0),
+                              engine.uv, fit.landmark_loss, "default", engine.assets,
+                              pixel_mask=skin).params
 
     def nme(p) -> float:
         with torch.no_grad():
             v = engine.flame(p.shape, p.expression, p.pose, p.translation, eyelids=p.eyelids).vertices
             return nme_percent(project(engine.embedding.fixed68(v)[0], p.camera).numpy() / img.scale, gt)
 
-    assert torch.equal(aligned.params.shape, photo_res.params.shape)
-    assert torch.equal(aligned.params.sh, photo_res.params.sh)
-    with torch.no_grad():
-        assert float(fit.landmark_loss(aligned.params)) < float(fit.landmark_loss(photo_res.params))
-    before, after = nme(photo_res.params), nme(aligned.params)
-    assert after < before - 0.1, (before, after)
+    assert not torch.equal(refined.shape, fit.params.shape)  # the stage did move the geometry
+    assert nme(refined) <= nme(fit.params) + 0.05, (nme(fit.params), nme(refined))

@@ -487,7 +487,7 @@ def fit_landmarks(flame: FLAME, emb: LandmarkEmbedding, points478: np.ndarray,
                   progress: ProgressCb | None = None, cancel: Callable[[], bool] | None = None,
                   init: FitParams | None = None, *,
                   image_size: tuple[int, int] | None = None,
-                  network: NetworkLandmarks | None = None, identity: bool = True) -> FitResult:
+                  network: NetworkLandmarks | None = None) -> FitResult:
     """Fit FLAME to MediaPipe's 478 landmarks of one image, fused with the large-pose network's
     68 points and head rotation when ``network`` is given (see the module docstring).
 
@@ -503,7 +503,6 @@ def fit_landmarks(flame: FLAME, emb: LandmarkEmbedding, points478: np.ndarray,
         image_size: (width, height), used when ``camera`` is None.
         network: the large-pose network's output for this face (photo pixels of the fitted
             image), or None for MediaPipe alone.
-        identity: fit the identity coefficients; False keeps ``init``'s (zeros without init).
     Returns:
         FitResult.
     Raises:
@@ -562,8 +561,6 @@ def fit_landmarks(flame: FLAME, emb: LandmarkEmbedding, points478: np.ndarray,
     t0 = time.perf_counter()
     blocks: dict[str, tuple[int, ...]] = {"shape": (1, n_s), "expression": (1, n_e),
                                           "pose": (1, n_j, 3), "translation": (1, 3)}
-    if not identity:
-        del blocks["shape"]
     if flame.eyelid_deltas is not None:
         blocks["eyelids"] = (1, 2)
     full = _Layout(blocks)
@@ -581,8 +578,6 @@ def fit_landmarks(flame: FLAME, emb: LandmarkEmbedding, points478: np.ndarray,
 
     params = FitParams.zeros(flame.n_shape, flame.n_expr, n_j, camera, device=dev)
     params.shape[:, :n_s] = p["shape"]
-    if init is not None and not identity:  # every component of the given identity, unchanged
-        params.shape = init.shape.detach().to(dev, torch.float32).clone()
     params.expression[:, :n_e] = p["expression"]
     params.pose = p["pose"].clone()
     params.translation = p["translation"].clone()
