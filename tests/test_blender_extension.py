@@ -33,7 +33,8 @@ import bpy  # noqa: E402
 import addon_utils  # noqa: E402  (Blender's module, importable once bpy is)
 import mathutils  # noqa: E402
 
-from backend.files.bundle import flame_forward_np, read_obj  # noqa: E402
+from backend.files.bundle import flame_forward_np  # noqa: E402
+from backend.files.obj import read_obj  # noqa: E402
 from backend.model.flame import load_eyelid_deltas, load_flame  # noqa: E402
 from headrecon_addon import eye_layout, naming, rig  # noqa: E402
 from headrecon_addon.bundle import load_bundle  # noqa: E402

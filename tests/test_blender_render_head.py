@@ -21,7 +21,8 @@ import pytest
 from PIL import Image
 from scipy.ndimage import binary_dilation
 
-from backend.files.bundle import read_obj, write_dev_bundle
+from backend.files.bundle import write_dev_bundle
+from backend.files.obj import read_obj
 
 pytestmark = pytest.mark.blender
 

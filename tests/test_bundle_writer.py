@@ -17,7 +17,9 @@ import pytest
 import torch
 from PIL import Image
 
-from backend.files.bundle import (flame_forward_np, random_dev_params, read_obj, rig_arrays, write_obj,
+from backend.errors import BadInputError
+from backend.files.obj import read_obj
+from backend.files.bundle import (flame_forward_np, random_dev_params, rig_arrays, write_obj,
                             write_result_bundle, write_rig_npz)
 from backend.model.flame import FLAME, load_eyelid_deltas, load_flame
 from backend.model.params import Camera, FitParams
@@ -54,6 +56,20 @@ def test_obj_round_trip(tmp_path, model, uv):
     np.testing.assert_array_equal(plain.faces, model.faces)
     with pytest.raises(ValueError, match="both uv and uv_faces"):
         write_obj(tmp_path / "c.obj", verts, model.faces, uv.uv)
+
+
+def test_obj_quads_are_split_only_when_asked(tmp_path):
+    path = tmp_path / "quad.obj"
+    path.write_text("v 0 0 0\nv 1 0 0\nv 1 1 0\nv 0 1 0\nvt 0 0\nvt 1 0\nvt 1 1\nvt 0 1\n"
+                    "f 1/1 2/2 3/3 4/4\nf 1/1 3/3 4/4\n")
+    with pytest.raises(BadInputError, match="not a triangle"):
+        read_obj(path)
+    mesh = read_obj(path, quads=True)
+    np.testing.assert_array_equal(mesh.faces, [[0, 1, 2], [0, 2, 3], [0, 2, 3]])
+    np.testing.assert_array_equal(mesh.uv_faces, mesh.faces)
+    path.write_text("v 0 0 0\nv 1 0 0\nv 1 1 0\nv 0 1 0\nv 0 0 1\nf 1 2 3 4 5\n")
+    with pytest.raises(BadInputError, match="triangle or quad"):
+        read_obj(path, quads=True)
 
 
 def test_numpy_forward_matches_torch_flame(model, eyelids):

@@ -1,6 +1,6 @@
 """Writing the result bundle (docs/ARCHITECTURE.md, "Result bundle"); numpy at module level.
 
-* :func:`write_obj` / :func:`read_obj`: triangle meshes with FLAME's UV layout.
+* :func:`write_obj`: triangle meshes with FLAME's UV layout (read back with ``files.obj.read_obj``).
 * :func:`flame_forward_np`: FLAME in numpy (the paper's equations), the reference the
   Blender rig is checked against and the posing of the development bundle.
 * :func:`rig_arrays` + :func:`write_rig_npz`: ``rig.npz``, everything the add-on needs.
@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..errors import BadInputError, HeadReconError
+from ..errors import HeadReconError
 from ..model.flame import FlameModelData
 
 DEV_TEXTURE_RELPATH = "uv/mean_texture.jpg"
@@ -31,21 +31,6 @@ DEV_TEXTURE_RELPATH = "uv/mean_texture.jpg"
 # faces (F,3), shapedirs (V,3,S), exprdirs (V,3,E), posedirs (V,3,9*(J-1)), J_regressor (J,V),
 # weights (V,J), parents (J,), name, joint_names); any object with those attributes does.
 ModelArrays = FlameModelData
-
-
-@dataclass
-class ObjMesh:
-    """Triangle mesh read from an OBJ.
-
-    Attributes:
-        verts: (V, 3) float64; faces: (F, 3) int64 (0-based).
-        uv: (T, 2) float64 or None; uv_faces: (F, 3) int64 or None.
-    """
-
-    verts: np.ndarray
-    faces: np.ndarray
-    uv: np.ndarray | None
-    uv_faces: np.ndarray | None
 
 
 @dataclass
@@ -104,41 +89,6 @@ def write_obj(path: str | os.PathLike[str], verts: np.ndarray, faces: np.ndarray
     path = Path(path)
     path.write_text("\n".join(lines) + "\n", encoding="ascii")
     return path
-
-
-def read_obj(path: str | os.PathLike[str]) -> ObjMesh:
-    """Read a triangle OBJ written by :func:`write_obj` (or any ``v``/``vt``/``f`` triangle OBJ).
-
-    Raises:
-        BadInputError: unreadable file or a face that is not a triangle.
-    """
-    verts: list[list[float]] = []
-    uv: list[list[float]] = []
-    fv: list[list[int]] = []
-    ft: list[list[int]] = []
-    try:
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                parts = line.split()
-                if not parts:
-                    continue
-                if parts[0] == "v":
-                    verts.append([float(p) for p in parts[1:4]])
-                elif parts[0] == "vt":
-                    uv.append([float(p) for p in parts[1:3]])
-                elif parts[0] == "f":
-                    if len(parts) != 4:
-                        raise BadInputError(f"OBJ {path} has a face that is not a triangle.")
-                    corners = [p.split("/") for p in parts[1:]]
-                    fv.append([int(c[0]) - 1 for c in corners])
-                    if all(len(c) > 1 and c[1] for c in corners):
-                        ft.append([int(c[1]) - 1 for c in corners])
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise BadInputError(f"OBJ {path} cannot be read ({exc}).") from None
-    has_uv = bool(uv) and len(ft) == len(fv)
-    return ObjMesh(np.asarray(verts, np.float64).reshape(-1, 3), np.asarray(fv, np.int64).reshape(-1, 3),
-                   np.asarray(uv, np.float64) if has_uv else None,
-                   np.asarray(ft, np.int64) if has_uv else None)
 
 
 # ----------------------------------------------------------------------------- FLAME in numpy

@@ -41,7 +41,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..errors import ModelFileError
+from ..errors import BadInputError, ModelFileError
+from ..files.obj import read_obj
 from .assets import weights_dir
 from .pinned import PinnedFile, install_pinned
 
@@ -207,35 +208,13 @@ def read_quad_obj(path: Path) -> MeshPart:
     Raises:
         ModelFileError: unreadable, a face without UVs, or a polygon of more than 4 corners.
     """
-    verts: list[list[float]] = []
-    uv: list[list[float]] = []
-    fv: list[list[int]] = []
-    ft: list[list[int]] = []
     try:
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                parts = line.split()
-                if not parts:
-                    continue
-                if parts[0] == "v":
-                    verts.append([float(p) for p in parts[1:4]])
-                elif parts[0] == "vt":
-                    uv.append([float(p) for p in parts[1:3]])
-                elif parts[0] == "f":
-                    corners = [p.split("/") for p in parts[1:]]
-                    if len(corners) not in (3, 4) or any(len(c) < 2 or not c[1] for c in corners):
-                        raise ValueError("a face is not a triangle or quad with UVs")
-                    v = [int(c[0]) - 1 for c in corners]
-                    t = [int(c[1]) - 1 for c in corners]
-                    fv.append(v[:3])
-                    ft.append(t[:3])
-                    if len(v) == 4:
-                        fv.append([v[0], v[2], v[3]])
-                        ft.append([t[0], t[2], t[3]])
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise ModelFileError(f"Mouth asset {path} cannot be read ({exc}).") from None
-    mesh = MeshPart(np.asarray(verts, np.float64) * ASSET_UNIT_M, np.asarray(fv, np.int64),
-                    np.asarray(uv, np.float64), np.asarray(ft, np.int64))
+        obj = read_obj(path, quads=True)
+    except BadInputError as exc:
+        raise ModelFileError(f"Mouth asset {path} cannot be read: {exc}") from None
+    if obj.uv is None or obj.uv_faces is None:
+        raise ModelFileError(f"Mouth asset {path} cannot be read (a face has no UVs).")
+    mesh = MeshPart(obj.verts * ASSET_UNIT_M, obj.faces, obj.uv, obj.uv_faces)
     if (mesh.faces.size == 0 or mesh.faces.max() >= len(mesh.verts)
             or mesh.uv_faces.max() >= len(mesh.uv) or min(mesh.faces.min(), mesh.uv_faces.min()) < 0):
         raise ModelFileError(f"Mouth asset {path} has faces indexing outside its vertices or UVs.")
