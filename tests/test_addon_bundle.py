@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.bundle_support import edit_npz
 from headrecon_addon import naming
 from headrecon_addon.bundle import BundleError, load_bundle
 
@@ -33,14 +34,7 @@ def _copy(src: Path, dst: Path) -> Path:
 
 
 def _edit_rig(folder: Path, **changes) -> None:
-    with np.load(folder / "rig.npz") as data:
-        arrays = {k: data[k] for k in data.files}
-    for key, value in changes.items():
-        if value is None:
-            arrays.pop(key)
-        else:
-            arrays[key] = value
-    np.savez(folder / "rig.npz", **arrays)
+    edit_npz(folder / "rig.npz", **changes)
 
 
 def _edit_result(folder: Path, fn) -> None:

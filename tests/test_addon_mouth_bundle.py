@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.bundle_support import edit_npz
 from headrecon_addon.bundle import MOUTH_PARTS, BundleError, load_bundle
 
 
@@ -29,14 +30,7 @@ def dev_bundle(tmp_path_factory, repo_root) -> Path:
 def _copy(src: Path, dst: Path, **changes) -> Path:
     shutil.copytree(src, dst)
     if changes:
-        with np.load(dst / "mouth.npz") as data:
-            arrays = {k: data[k] for k in data.files}
-        for key, value in changes.items():
-            if value is None:
-                arrays.pop(key)
-            else:
-                arrays[key] = value
-        np.savez(dst / "mouth.npz", **arrays)
+        edit_npz(dst / "mouth.npz", **changes)
     return dst
 
 
