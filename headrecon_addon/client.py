@@ -453,15 +453,7 @@ class LocalBackend(Backend):
                          name="headrecon-client-stderr").start()
 
     def alive(self) -> bool:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc is None
-        # poll() also answers None while the stdout reader is inside proc.wait() reaping a dead
-        # process (it cannot take Popen's wait lock); a short wait sees that end.
-        try:
-            self.proc.wait(timeout=0.05)
-        except subprocess.TimeoutExpired:
-            return True
-        return False
+        return self.proc is None or self.proc.poll() is None
 
     def _death_message(self) -> str:
         rc = self.proc.returncode if self.proc is not None else 0
